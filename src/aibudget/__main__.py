@@ -1,0 +1,5 @@
+"""`python -m aibudget` runs the CLI."""
+
+from aibudget.cli import main
+
+main()

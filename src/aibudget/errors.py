@@ -1,0 +1,86 @@
+"""Every error aibudget raises on purpose, each with a stable code and an HTTP status.
+
+The tree::
+
+    AibudgetError                      code             status
+    ├── ConfigError                    CONFIG_INVALID    500  bad settings; raised at start-up only
+    ├── InvalidInput                   INVALID_INPUT     422  names the offending field
+    │   ├── UnknownModel               UNKNOWN_MODEL     422  no price and the policy is `refuse`
+    │   └── UnreadableAudio            INVALID_AUDIO     422  empty or missing audio file
+    ├── NotFound                       NOT_FOUND         404
+    ├── Forbidden                      FORBIDDEN         403
+    │   └── DeviceNotInPractice        DEVICE_PRACTICE_MISMATCH
+    └── Conflict                       CONFLICT          409
+
+Callers catch `AibudgetError` at the edge (HTTP, CLI) and render `code`, `http_status` and `detail`;
+nothing below the edge turns an error into a silent default.
+"""
+
+from __future__ import annotations
+
+
+class AibudgetError(Exception):
+    """Base of every deliberate error: `code` is machine-readable, `detail` is for humans."""
+
+    code: str = "AIBUDGET_ERROR"
+    http_status: int = 500
+    title: str = "aibudget error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class ConfigError(AibudgetError):
+    """A setting has a value aibudget cannot run with; the message names the variable and value."""
+
+    code = "CONFIG_INVALID"
+    title = "Invalid configuration"
+
+
+class InvalidInput(AibudgetError):
+    """A request or command argument is malformed; `field` names it."""
+
+    code = "INVALID_INPUT"
+    http_status = 422
+    title = "Invalid input"
+
+
+class UnknownModel(InvalidInput):
+    """The model has no price and the unknown-model policy is `refuse`."""
+
+    code = "UNKNOWN_MODEL"
+    title = "Unknown model"
+
+
+class UnreadableAudio(InvalidInput):
+    """The audio file is missing or empty, so it has no duration to charge."""
+
+    code = "INVALID_AUDIO"
+    title = "Unreadable audio"
+
+
+class NotFound(AibudgetError):
+    code = "NOT_FOUND"
+    http_status = 404
+    title = "Not found"
+
+
+class Forbidden(AibudgetError):
+    code = "FORBIDDEN"
+    http_status = 403
+    title = "Forbidden"
+
+
+class DeviceNotInPractice(Forbidden):
+    """A device bound to one practice was used for another: refused, never re-routed."""
+
+    code = "DEVICE_PRACTICE_MISMATCH"
+    title = "Device belongs to another practice"
+
+
+class Conflict(AibudgetError):
+    code = "CONFLICT"
+    http_status = 409
+    title = "Conflict"

@@ -1,0 +1,66 @@
+"""Money: integer micro-USD inside, `Decimal` at the edges, decimal strings in JSON. No I/O.
+
+One micro-USD is 1e-6 USD. Amounts a person types (a plan's budget, a credit grant) must be exact to
+the micro-USD and are refused otherwise; costs computed from prices are rounded *up* to the next
+micro-USD, so a call that cost anything never costs 0. Floats are refused everywhere: `0.1 + 0.2` is
+not a price.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from aibudget.errors import InvalidInput
+
+MICROS_PER_USD = 1_000_000
+_MICRO = Decimal("0.000001")
+
+USDInput = Decimal | str | int
+
+
+class FloatNotAllowed(InvalidInput):
+    """A float was passed where money is expected; floats cannot hold cents exactly."""
+
+
+def _to_decimal(value: object, field: str) -> Decimal:
+    if isinstance(value, float):
+        raise FloatNotAllowed(
+            f"{field}: {value!r} is a float; pass money as a decimal string or Decimal", field=field
+        )
+    if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
+        raise InvalidInput(f"{field}: expected a decimal amount, got {type(value).__name__}", field=field)
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise InvalidInput(f"{field}: {value!r} is not a decimal amount", field=field) from None
+    if not amount.is_finite():
+        raise InvalidInput(f"{field}: {value!r} is not a finite amount", field=field)
+    return amount
+
+
+def parse_usd(value: object, *, field: str, allow_negative: bool = False) -> int:
+    """An exact USD amount (`"12.50"`, `Decimal("3")`, `20`) as micro-USD; refuses anything inexact."""
+    amount = _to_decimal(value, field)
+    if amount < 0 and not allow_negative:
+        raise InvalidInput(f"{field}: {value!r} is negative", field=field)
+    micros = amount * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise InvalidInput(f"{field}: {value!r} has more than 6 decimal places", field=field)
+    return int(micros)
+
+
+def cost_to_micros(cost_usd: Decimal) -> int:
+    """A computed cost in USD, rounded up to the next micro-USD."""
+    if not cost_usd.is_finite() or cost_usd < 0:
+        raise ValueError(f"cost must be finite and non-negative, got {cost_usd}")
+    return int((cost_usd * MICROS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+
+
+def to_decimal(micros: int) -> Decimal:
+    """Micro-USD as a `Decimal` with exactly six places: 2400 -> Decimal('0.002400')."""
+    return (Decimal(micros) / MICROS_PER_USD).quantize(_MICRO)
+
+
+def format_usd(micros: int) -> str:
+    """Micro-USD as the JSON decimal string: 2400 -> "0.002400"."""
+    return str(to_decimal(micros))

@@ -1,0 +1,65 @@
+"""Money is exact: integer micro-USD inside, decimal strings outside, costs rounded up."""
+
+from decimal import Decimal
+
+import pytest
+
+from aibudget.errors import InvalidInput
+from aibudget.money import FloatNotAllowed, cost_to_micros, format_usd, parse_usd, to_decimal
+
+
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [
+        ("20", 20_000_000),
+        ("0.000001", 1),
+        (Decimal("12.50"), 12_500_000),
+        (7, 7_000_000),
+        (" 3.5 ", 3_500_000),
+    ],
+)
+def test_exact_amounts_become_micro_usd(value: object, micros: int) -> None:
+    assert parse_usd(value, field="amount_usd") == micros
+
+
+def test_floats_are_refused_by_name() -> None:
+    with pytest.raises(FloatNotAllowed, match="amount_usd"):
+        parse_usd(0.1, field="amount_usd")
+
+
+@pytest.mark.parametrize("value", ["20 USD", "nan", "inf", "-inf", "", "1e", True, None, [1]])
+def test_non_amounts_are_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_usd(value, field="included_usd")
+    assert caught.value.field == "included_usd"
+
+
+def test_more_than_six_places_is_refused_not_rounded() -> None:
+    with pytest.raises(InvalidInput, match="6 decimal places"):
+        parse_usd("0.0000001", field="amount_usd")
+
+
+def test_negative_amounts_need_permission() -> None:
+    with pytest.raises(InvalidInput, match="negative"):
+        parse_usd("-1", field="amount_usd")
+    assert parse_usd("-1", field="amount_usd", allow_negative=True) == -1_000_000
+
+
+@pytest.mark.parametrize(
+    ("cost", "micros"),
+    [
+        (Decimal("0.0000000001"), 1),  # a non-zero call never costs 0
+        (Decimal("0.000001"), 1),
+        (Decimal("0.0000010001"), 2),
+        (Decimal("0.75"), 750_000),
+        (Decimal(0), 0),
+    ],
+)
+def test_costs_round_up_to_the_next_micro_usd(cost: Decimal, micros: int) -> None:
+    assert cost_to_micros(cost) == micros
+
+
+def test_json_form_has_six_places() -> None:
+    assert format_usd(2400) == "0.002400"
+    assert format_usd(20_000_000) == "20.000000"
+    assert to_decimal(1) == Decimal("0.000001")
