@@ -1,0 +1,1 @@
+"""Prices and audio durations: what one AI call cost."""
