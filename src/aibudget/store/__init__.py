@@ -1,0 +1,1 @@
+"""Storage: engine, tables and migrations; the only place that knows SQLite from PostgreSQL."""

@@ -1,0 +1,104 @@
+"""The only code that knows SQLite from PostgreSQL: how a write transaction begins and locks.
+
+Every write to a practice's money runs under one lock per practice, so two calls never read the same
+balance and both spend it:
+
+- SQLite allows one writer per file. A write transaction starts with `BEGIN IMMEDIATE`, which takes
+  the file's write lock up front (waiting up to the busy timeout); reads start with a plain `BEGIN`
+  and, under WAL, never wait for writers. A deferred `BEGIN` for writes would let two transactions
+  read the same balance and fail only when the second one tries to write.
+- PostgreSQL allows many writers. A write transaction locks the practice's `balances` row with
+  `SELECT ... FOR UPDATE` before it reads anything it will change; other practices proceed in
+  parallel. Several rows are always locked in one fixed order (sorted practice ids) so two
+  transactions never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, event, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from aibudget.store import tables
+
+_WRITE = "aibudget_write"
+# A fixed key for pg_advisory_xact_lock, so concurrent start-ups migrate one at a time.
+_MIGRATION_LOCK_KEY = 0x0A1B_0D6E
+
+
+def install_sqlite_transactions(engine: Engine) -> None:
+    """Take transaction control from the sqlite3 module so `BEGIN IMMEDIATE` is ours to emit."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # no implicit BEGINs from the driver
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",  # durable across process crashes; WAL keeps it consistent
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that may change money; committed on success, rolled back on any error."""
+    with engine.connect() as connection:
+        connection = connection.execution_options(**{_WRITE: True})
+        with connection.begin():
+            yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A consistent read; never blocks writers."""
+    with engine.connect() as connection, connection.begin():
+        yield connection
+
+
+def lock_practices(connection: Connection, practice_ids: Sequence[str]) -> None:
+    """Serialize writers of these practices' money until the transaction ends (see module doc)."""
+    if connection.dialect.name != "postgresql":
+        return  # BEGIN IMMEDIATE already holds the whole file
+    connection.execute(
+        select(tables.balances.c.practice_id)
+        .where(tables.balances.c.practice_id.in_(sorted(set(practice_ids))))
+        .order_by(tables.balances.c.practice_id)
+        .with_for_update()
+    )
+
+
+def lock_migrations(connection: Connection) -> None:
+    """Let one process at a time migrate (SQLite: the write transaction already does)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+
+
+def insert_ignore(connection: Connection, table: Table, index_elements: Sequence[str]) -> Insert:
+    """`INSERT ... ON CONFLICT (index_elements) DO NOTHING` for this connection's engine."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+
+
+def insert_if_absent(
+    connection: Connection, table: Table, index_elements: Sequence[str], values: dict[str, Any]
+) -> bool:
+    """Insert the row unless one with the same `index_elements` exists; True if it was inserted.
+
+    Told by RETURNING, not by rowcount, which drivers report as -1 for such inserts.
+    """
+    statement = insert_ignore(connection, table, index_elements).values(**values)
+    return connection.execute(statement.returning(*table.primary_key.columns)).first() is not None

@@ -1,0 +1,50 @@
+"""Opening the database: an engine for a URL (SQLite file or PostgreSQL), migrated to the newest schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from aibudget.errors import ConfigError
+from aibudget.store.dialect import install_sqlite_transactions, lock_migrations, write_transaction
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine for `url`; with `migrate`, the schema is brought to the newest version first."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"AIBUDGET_DATABASE_URL={url!r} is not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            raise ConfigError(
+                "AIBUDGET_DATABASE_URL: SQLite needs a file path, e.g. sqlite:///var/aibudget.sqlite3"
+            )
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        install_sqlite_transactions(engine)
+    elif parsed.get_backend_name() == "postgresql":
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    else:
+        raise ConfigError(f"AIBUDGET_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}")
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply every migration up to `revision`, inside one write transaction."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with write_transaction(engine) as connection:
+        lock_migrations(connection)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)

@@ -1,0 +1,296 @@
+"""Every table of aibudget, in one SQLAlchemy Core `MetaData`; Alembic migrations are made from it.
+
+Money columns are integer micro-USD (`*_micros`), instants are integer Unix microseconds (`Instant`),
+audio durations integer milliseconds: no column holds a float, on either engine. The database checks
+what it can: non-negative balances, a grant never above its amount, one grant per payment reference,
+one hold per `(practice, request_id)`, one idempotency record per operation and request.
+
+The hot path never scans history. What authorize, settle and snapshot need lives in a few rows,
+updated in the same transaction as the ledger insert that changes them:
+
+- `balances`: one row per practice: money held by open authorizations and prepaid credit left;
+- `periods`: one row per billing period: included budget, how much of it is used, all posted cost
+  and the overage of the period.
+
+`usage_events` and `allocations` are the append-only ledger those rows can be recomputed from.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    false,
+    true,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Instant(TypeDecorator[datetime]):
+    """An aware `datetime` stored as integer Unix microseconds (UTC): exact, sortable, portable."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: instants must carry a timezone")
+        delta = value - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    def process_result_value(self, value: int | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(name: str, **kwargs: Any) -> Column[int]:
+    return Column(name, BigInteger, nullable=False, server_default="0", **kwargs)
+
+
+PracticeId = String(64)
+RequestId = String(128)
+
+practices = Table(
+    "practices",
+    metadata,
+    Column("practice_id", PracticeId, primary_key=True),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("locale", String(35), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("policy", String(20), nullable=False),
+    Column("warning_percent", Integer, nullable=False, server_default="20"),
+    Column("created_at", Instant, nullable=False),
+    Column("updated_at", Instant, nullable=False),
+    CheckConstraint("policy IN ('allow_last_call', 'strict')", name="policy"),
+    CheckConstraint("warning_percent BETWEEN 0 AND 100", name="warning_percent"),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("lookup_key", String(200), primary_key=True),
+    _micros("included_micros"),
+    Column("updated_at", Instant, nullable=False),
+    CheckConstraint("included_micros >= 0", name="included_nonnegative"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscription_id", String(200), primary_key=True),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False, index=True),
+    Column("customer_id", String(200)),
+    Column("customer_email", String(320)),
+    Column("plan", String(200)),
+    Column("status", String(40), nullable=False),
+    Column("current_period_start", BigInteger),  # Unix seconds, as the provider sends them
+    Column("current_period_end", BigInteger),
+    Column("updated_at", BigInteger, nullable=False),  # the provider's own clock, orders updates
+    Column("mirrored_at", Instant, nullable=False),
+    CheckConstraint(
+        "current_period_end IS NULL OR current_period_start IS NULL"
+        " OR current_period_end > current_period_start",
+        name="period_order",
+    ),
+)
+
+periods = Table(
+    "periods",
+    metadata,
+    Column("period_id", Integer, primary_key=True, autoincrement=True),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False),
+    Column("subscription_id", String(200), nullable=False),
+    Column("period_start", BigInteger, nullable=False),  # Unix seconds
+    Column("period_end", BigInteger, nullable=False),
+    Column("plan", String(200)),
+    _micros("included_micros"),
+    _micros("included_used_micros"),
+    _micros("used_micros"),
+    _micros("overage_micros"),
+    UniqueConstraint("practice_id", "subscription_id", "period_start"),
+    # a plan lowered mid-period may leave more used than included: remaining is then 0, not negative
+    CheckConstraint("included_used_micros >= 0", name="included_used_nonnegative"),
+    CheckConstraint("used_micros >= included_used_micros", name="used_covers_included"),
+    CheckConstraint("overage_micros >= 0", name="overage_nonnegative"),
+    CheckConstraint("period_end > period_start", name="period_order"),
+    sqlite_autoincrement=True,
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), primary_key=True),
+    _micros("held_micros"),
+    _micros("credit_micros"),
+    CheckConstraint("held_micros >= 0", name="held_nonnegative"),
+    CheckConstraint("credit_micros >= 0", name="credit_nonnegative"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("device_hash", String(64), primary_key=True),  # HMAC-SHA256(secret, device id), hex
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False, index=True),
+    Column("user_key", String(200)),
+    Column("active", Boolean, nullable=False, server_default=true()),
+    Column("created_at", Instant, nullable=False),
+    Column("updated_at", Instant, nullable=False),
+)
+
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("grant_id", Integer, primary_key=True, autoincrement=True),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False),
+    _micros("amount_micros"),
+    _micros("remaining_micros"),
+    Column("source", String(20), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="100"),
+    Column("reference", String(200), nullable=False, unique=True),
+    Column("created_at", Instant, nullable=False),
+    Column("expires_at", Instant),
+    Column("expired_at", Instant),  # set when the sweeper retires what was left of it
+    CheckConstraint("amount_micros > 0", name="amount_positive"),
+    CheckConstraint("remaining_micros >= 0 AND remaining_micros <= amount_micros", name="remaining_within"),
+    CheckConstraint("source IN ('purchase', 'auto_topup', 'promo', 'manual', 'refund')", name="source"),
+    Index(None, "practice_id", "priority", "expires_at", "grant_id"),
+    sqlite_autoincrement=True,
+)
+
+authorizations = Table(
+    "authorizations",
+    metadata,
+    Column("authorization_id", String(40), primary_key=True),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False),
+    Column("request_id", RequestId, nullable=False),
+    Column("period_id", Integer, ForeignKey("periods.period_id")),
+    Column("device_suffix", String(8)),
+    Column("operation", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("estimate", JSON, nullable=False),
+    _micros("estimate_micros"),
+    _micros("held_micros"),
+    Column("status", String(10), nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("expires_at", Instant, nullable=False),
+    Column("closed_at", Instant),
+    UniqueConstraint("practice_id", "request_id"),
+    CheckConstraint("status IN ('active', 'settled', 'voided', 'expired')", name="status"),
+    CheckConstraint("held_micros >= 0 AND estimate_micros >= 0", name="amounts_nonnegative"),
+    Index(None, "status", "expires_at"),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("occurred_at", Instant, nullable=False),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False),
+    Column("subscription_id", String(200)),
+    Column("period_id", Integer, ForeignKey("periods.period_id")),
+    Column("authorization_id", String(40)),
+    Column("request_id", RequestId, nullable=False),
+    Column("device_suffix", String(8)),
+    Column("operation", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("priced_as", String(200)),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cached_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("input_audio_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("audio_ms", BigInteger, nullable=False, server_default="0"),
+    _micros("cost_micros"),
+    _micros("overage_micros"),
+    Column("price_source", String(10)),
+    Column("price_version", String(120)),
+    Column("status", String(10), nullable=False),
+    Column("error_code", String(64)),
+    Column("estimated", Boolean, nullable=False, server_default=false()),
+    Column("meta", JSON),
+    CheckConstraint("status IN ('success', 'error', 'blocked', 'voided', 'expired')", name="status"),
+    CheckConstraint(
+        "cost_micros >= 0 AND overage_micros >= 0 AND overage_micros <= cost_micros", name="amounts"
+    ),
+    Index(None, "practice_id", "occurred_at"),
+    Index(None, "practice_id", "request_id"),
+    sqlite_autoincrement=True,  # ids are never reused, even after old events are pruned
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("event_id", Integer, ForeignKey("usage_events.event_id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("pot", String(10), nullable=False),  # included | credit | overage
+    Column("period_id", Integer, ForeignKey("periods.period_id")),
+    Column("grant_id", Integer, ForeignKey("credit_grants.grant_id")),
+    _micros("amount_micros"),
+    CheckConstraint("pot IN ('included', 'credit', 'overage')", name="pot"),
+    CheckConstraint("amount_micros > 0", name="amount_positive"),
+    CheckConstraint("(pot = 'credit') = (grant_id IS NOT NULL)", name="credit_names_grant"),
+    Index(None, "grant_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(24), primary_key=True),  # the public prefix of the key
+    Column("key_hash", String(64), nullable=False),  # SHA-256 of the whole key, hex
+    Column("role", String(10), nullable=False),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id")),
+    Column("label", String(200)),
+    Column("created_at", Instant, nullable=False),
+    Column("revoked_at", Instant),
+    CheckConstraint("role IN ('admin', 'service', 'practice')", name="role"),
+    CheckConstraint("(role = 'practice') = (practice_id IS NOT NULL)", name="practice_role_names_practice"),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("practice_id", PracticeId, primary_key=True),
+    Column("operation", String(12), primary_key=True),  # authorize | settle | void
+    Column("request_id", RequestId, primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("created_at", Instant, nullable=False),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("source", String(20), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("received_at", Instant, nullable=False),
+)
