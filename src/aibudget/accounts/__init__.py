@@ -1,0 +1,1 @@
+"""Accounts: practices, plans, subscription mirrors with their billing periods, and devices."""

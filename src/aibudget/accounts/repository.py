@@ -1,0 +1,137 @@
+"""SQL for practices, plans, subscriptions, periods and devices. Callers own the transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from aibudget.accounts.periods import PeriodKey
+from aibudget.store import tables
+from aibudget.store.dialect import insert_if_absent
+
+practices, plans, subscriptions = tables.practices, tables.plans, tables.subscriptions
+periods, devices, balances = tables.periods, tables.devices, tables.balances
+
+
+def get_practice(connection: Connection, practice_id: str) -> Row[Any] | None:
+    return connection.execute(select(practices).where(practices.c.practice_id == practice_id)).first()
+
+
+def insert_practice(connection: Connection, values: dict[str, Any]) -> bool:
+    """Create the practice and its balance row; False if it already existed."""
+    created = insert_if_absent(connection, practices, ["practice_id"], values)
+    if created:
+        insert_if_absent(connection, balances, ["practice_id"], {"practice_id": values["practice_id"]})
+    return created
+
+
+def update_practice(connection: Connection, practice_id: str, values: dict[str, Any]) -> None:
+    connection.execute(update(practices).where(practices.c.practice_id == practice_id).values(**values))
+
+
+def get_plan(connection: Connection, lookup_key: str) -> Row[Any] | None:
+    return connection.execute(select(plans).where(plans.c.lookup_key == lookup_key)).first()
+
+
+def upsert_plan(connection: Connection, lookup_key: str, included_micros: int, now: datetime) -> None:
+    values = {"lookup_key": lookup_key, "included_micros": included_micros, "updated_at": now}
+    if not insert_if_absent(connection, plans, ["lookup_key"], values):
+        connection.execute(
+            update(plans)
+            .where(plans.c.lookup_key == lookup_key)
+            .values(included_micros=included_micros, updated_at=now)
+        )
+
+
+def get_subscription(connection: Connection, subscription_id: str) -> Row[Any] | None:
+    return connection.execute(
+        select(subscriptions).where(subscriptions.c.subscription_id == subscription_id)
+    ).first()
+
+
+def upsert_subscription(connection: Connection, values: dict[str, Any]) -> bool:
+    """Insert or replace the mirror unless the stored one is newer; True if `values` were applied.
+
+    The comparison runs inside the UPDATE, so an older update arriving late never overwrites a
+    newer one, whatever the interleaving.
+    """
+    if insert_if_absent(connection, subscriptions, ["subscription_id"], values):
+        return True
+    changed = connection.execute(
+        update(subscriptions)
+        .where(
+            subscriptions.c.subscription_id == values["subscription_id"],
+            subscriptions.c.updated_at <= values["updated_at"],
+        )
+        .values(**values)
+    )
+    return bool(changed.rowcount)
+
+
+def governing_subscription(
+    connection: Connection, practice_id: str, statuses: tuple[str, ...]
+) -> Row[Any] | None:
+    """The most recently updated subscription of the practice whose status grants AI access."""
+    return connection.execute(
+        select(subscriptions)
+        .where(subscriptions.c.practice_id == practice_id, subscriptions.c.status.in_(statuses))
+        .order_by(subscriptions.c.updated_at.desc(), subscriptions.c.subscription_id.desc())
+        .limit(1)
+    ).first()
+
+
+def get_or_create_period(
+    connection: Connection, practice_id: str, key: PeriodKey, *, plan: str | None, included_micros: int
+) -> Row[Any]:
+    """The period row for `key`, created on first use; its end, plan and budget kept current."""
+    identity = (
+        periods.c.practice_id == practice_id,
+        periods.c.subscription_id == key.subscription_id,
+        periods.c.period_start == key.start,
+    )
+    row = connection.execute(select(periods).where(*identity)).first()
+    if row is None:
+        insert_if_absent(
+            connection,
+            periods,
+            ["practice_id", "subscription_id", "period_start"],
+            {
+                "practice_id": practice_id,
+                "subscription_id": key.subscription_id,
+                "period_start": key.start,
+                "period_end": key.end,
+                "plan": plan,
+                "included_micros": included_micros,
+            },
+        )
+    elif (row.period_end, row.plan, row.included_micros) != (key.end, plan, included_micros):
+        connection.execute(
+            update(periods)
+            .where(*identity)
+            .values(period_end=key.end, plan=plan, included_micros=included_micros)
+        )
+    else:
+        return row
+    return connection.execute(select(periods).where(*identity)).one()
+
+
+def get_device(connection: Connection, device_hash: str) -> Row[Any] | None:
+    return connection.execute(select(devices).where(devices.c.device_hash == device_hash)).first()
+
+
+def insert_device(connection: Connection, values: dict[str, Any]) -> bool:
+    return insert_if_absent(connection, devices, ["device_hash"], values)
+
+
+def update_device(connection: Connection, device_hash: str, values: dict[str, Any]) -> None:
+    connection.execute(update(devices).where(devices.c.device_hash == device_hash).values(**values))
+
+
+def list_devices(connection: Connection, practice_id: str) -> list[Row[Any]]:
+    return list(
+        connection.execute(
+            select(devices).where(devices.c.practice_id == practice_id).order_by(devices.c.created_at)
+        )
+    )

@@ -1,0 +1,361 @@
+"""Practices, plans, subscription mirrors, billing periods and devices: validation and rules.
+
+Functions take the connection first and never commit: the caller (library call, HTTP request, CLI
+command) owns the transaction. Devices are stored only as HMAC-SHA256 of their id keyed with the
+server secret; a device belongs to exactly one practice, and a request naming a practice and a device
+of another practice is refused, never re-routed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from sqlalchemy import Connection, Row
+
+from aibudget.accounts import repository
+from aibudget.accounts.periods import period_for
+from aibudget.errors import Conflict, DeviceNotInPractice, Forbidden, InvalidInput, NotFound
+from aibudget.money import parse_usd, to_decimal
+
+Policy = Literal["allow_last_call", "strict"]
+POLICIES: tuple[Policy, ...] = ("allow_last_call", "strict")
+LANGUAGES = ("de", "fr", "it", "en")
+DEFAULT_LOCALE, DEFAULT_TIMEZONE = "de-CH", "Europe/Zurich"
+_PRACTICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+@dataclass(frozen=True, slots=True)
+class Practice:
+    practice_id: str
+    name: str
+    locale: str
+    timezone: str
+    policy: Policy
+    warning_percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    lookup_key: str
+    included_micros: int
+
+    @property
+    def included_usd(self) -> Decimal:
+        return to_decimal(self.included_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    subscription_id: str
+    practice_id: str
+    customer_id: str | None
+    customer_email: str | None
+    plan: str | None
+    status: str
+    current_period_start: int | None
+    current_period_end: int | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    period_id: int
+    practice_id: str
+    subscription_id: str
+    start: int
+    end: int
+    plan: str | None
+    included_micros: int
+    included_used_micros: int
+    used_micros: int
+    overage_micros: int
+
+    @property
+    def included_remaining_micros(self) -> int:
+        return max(0, self.included_micros - self.included_used_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_hash: str
+    practice_id: str
+    user_key: str | None
+    active: bool
+
+    @property
+    def suffix(self) -> str:
+        """The last 8 hex digits: enough to tell devices apart in a report, useless to an attacker."""
+        return self.device_hash[-8:]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """Settings the account rules depend on."""
+
+    granting_statuses: tuple[str, ...] = ("active", "trialing")
+    default_included_micros: int = 20_000_000
+
+
+def _practice(row: Row[Any]) -> Practice:
+    return Practice(row.practice_id, row.name, row.locale, row.timezone, row.policy, row.warning_percent)
+
+
+def _text(value: object, field: str, pattern: re.Pattern[str] = _NAME) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidInput(f"{field}: {value!r} is not valid", field=field)
+    return value
+
+
+def check_practice_id(practice_id: object) -> str:
+    if not isinstance(practice_id, str) or not _PRACTICE_ID.fullmatch(practice_id):
+        raise InvalidInput(
+            f"practice_id: {practice_id!r} must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            field="practice_id",
+        )
+    return practice_id
+
+
+def check_locale(locale: object) -> str:
+    try:
+        parsed = Locale.parse(str(locale), sep="-") if isinstance(locale, str) else None
+    except (UnknownLocaleError, ValueError):
+        parsed = None
+    if parsed is None or parsed.language not in LANGUAGES:
+        raise InvalidInput(
+            f"locale: {locale!r} is not one of the languages {', '.join(LANGUAGES)}", field="locale"
+        )
+    return str(locale)
+
+
+def check_timezone(timezone: object) -> str:
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"timezone: {timezone!r} is not an IANA timezone", field="timezone") from None
+    return str(timezone)
+
+
+def put_practice(
+    connection: Connection,
+    practice_id: str,
+    *,
+    name: str | None = None,
+    locale: str | None = None,
+    timezone: str | None = None,
+    policy: str | None = None,
+    warning_percent: int | None = None,
+    now: datetime,
+) -> Practice:
+    """Create the practice, or change the fields given; fields not given keep their value."""
+    check_practice_id(practice_id)
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = _text(name, "name")
+    if locale is not None:
+        changes["locale"] = check_locale(locale)
+    if timezone is not None:
+        changes["timezone"] = check_timezone(timezone)
+    if policy is not None:
+        if policy not in POLICIES:
+            raise InvalidInput(f"policy: {policy!r} is not one of {', '.join(POLICIES)}", field="policy")
+        changes["policy"] = policy
+    if warning_percent is not None:
+        if (
+            isinstance(warning_percent, bool)
+            or not isinstance(warning_percent, int)
+            or not 0 <= warning_percent <= 100
+        ):
+            raise InvalidInput(f"warning_percent: {warning_percent!r} is not 0-100", field="warning_percent")
+        changes["warning_percent"] = warning_percent
+    defaults = {
+        "name": "",
+        "locale": DEFAULT_LOCALE,
+        "timezone": DEFAULT_TIMEZONE,
+        "policy": "allow_last_call",
+    }
+    created = repository.insert_practice(
+        connection, {**defaults, **changes, "practice_id": practice_id, "created_at": now, "updated_at": now}
+    )
+    if not created and changes:
+        repository.update_practice(connection, practice_id, {**changes, "updated_at": now})
+    return get_practice(connection, practice_id)
+
+
+def get_practice(connection: Connection, practice_id: str) -> Practice:
+    row = repository.get_practice(connection, check_practice_id(practice_id))
+    if row is None:
+        raise NotFound(f"practice {practice_id!r} does not exist", field="practice_id")
+    return _practice(row)
+
+
+def put_plan(connection: Connection, lookup_key: str, *, included_usd: object, now: datetime) -> Plan:
+    included = parse_usd(included_usd, field="included_usd")
+    repository.upsert_plan(connection, _text(lookup_key, "lookup_key"), included, now)
+    return Plan(lookup_key, included)
+
+
+def put_subscription(
+    connection: Connection,
+    subscription_id: str,
+    *,
+    practice_id: str,
+    status: str,
+    plan: str | None = None,
+    current_period_start: int | None = None,
+    current_period_end: int | None = None,
+    customer_id: str | None = None,
+    customer_email: str | None = None,
+    updated_at: int | None = None,
+    now: datetime,
+) -> Subscription:
+    """Mirror the provider's subscription; an update older than the stored one is ignored.
+
+    `updated_at` is the provider's clock (Unix seconds); it defaults to now.
+    """
+    get_practice(connection, practice_id)
+    for field, value in (
+        ("current_period_start", current_period_start),
+        ("current_period_end", current_period_end),
+        ("updated_at", updated_at),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidInput(f"{field}: {value!r} is not a Unix time in seconds", field=field)
+    if (current_period_start is None) != (current_period_end is None):
+        raise InvalidInput(
+            "current_period_start and current_period_end go together", field="current_period_end"
+        )
+    if (
+        current_period_start is not None
+        and current_period_end is not None
+        and current_period_end <= current_period_start
+    ):
+        raise InvalidInput(
+            "current_period_end must be after current_period_start", field="current_period_end"
+        )
+    values = {
+        "subscription_id": _text(subscription_id, "subscription_id"),
+        "practice_id": practice_id,
+        "status": _text(status, "status"),
+        "plan": None if plan is None else _text(plan, "plan"),
+        "current_period_start": current_period_start,
+        "current_period_end": current_period_end,
+        "customer_id": None if customer_id is None else _text(customer_id, "customer_id"),
+        "customer_email": None if customer_email is None else _text(customer_email, "customer_email"),
+        "updated_at": int(now.timestamp()) if updated_at is None else updated_at,
+        "mirrored_at": now,
+    }
+    repository.upsert_subscription(connection, values)
+    row = repository.get_subscription(connection, subscription_id)
+    assert row is not None
+    return Subscription(**{field: getattr(row, field) for field in Subscription.__slots__})
+
+
+def current_period(connection: Connection, practice_id: str, *, at: datetime, rules: Rules) -> Period | None:
+    """The period the practice is billed in at `at`; None without a subscription granting access."""
+    practice = get_practice(connection, practice_id)
+    subscription = repository.governing_subscription(connection, practice_id, rules.granting_statuses)
+    if subscription is None:
+        return None
+    plan = repository.get_plan(connection, subscription.plan) if subscription.plan else None
+    key = period_for(
+        subscription.subscription_id,
+        subscription.current_period_start,
+        subscription.current_period_end,
+        at=at,
+        timezone=practice.timezone,
+    )
+    row = repository.get_or_create_period(
+        connection,
+        practice_id,
+        key,
+        plan=subscription.plan,
+        included_micros=rules.default_included_micros if plan is None else plan.included_micros,
+    )
+    return Period(
+        row.period_id,
+        row.practice_id,
+        row.subscription_id,
+        row.period_start,
+        row.period_end,
+        row.plan,
+        row.included_micros,
+        row.included_used_micros,
+        row.used_micros,
+        row.overage_micros,
+    )
+
+
+def device_hash(secret: bytes, device_id: str) -> str:
+    if not isinstance(device_id, str) or not 1 <= len(device_id) <= 200 or not device_id.isprintable():
+        raise InvalidInput("device_id must be 1-200 printable characters", field="device_id")
+    return hmac.new(secret, device_id.encode(), hashlib.sha256).hexdigest()
+
+
+def _device(row: Row[Any]) -> Device:
+    return Device(row.device_hash, row.practice_id, row.user_key, bool(row.active))
+
+
+def bind_device(
+    connection: Connection,
+    secret: bytes,
+    device_id: str,
+    *,
+    practice_id: str,
+    user_key: str | None = None,
+    now: datetime,
+) -> Device:
+    """Bind a device to a practice (again: reactivates it). A device of another practice is refused."""
+    hashed = device_hash(secret, device_id)
+    get_practice(connection, practice_id)
+    values = {
+        "practice_id": practice_id,
+        "user_key": None if user_key is None else _text(user_key, "user_key"),
+        "active": True,
+        "updated_at": now,
+    }
+    if not repository.insert_device(connection, {**values, "device_hash": hashed, "created_at": now}):
+        existing = repository.get_device(connection, hashed)
+        assert existing is not None
+        if existing.practice_id != practice_id:
+            raise Conflict(
+                "device_id is bound to another practice; deactivating it does not free it", field="device_id"
+            )
+        repository.update_device(connection, hashed, values)
+    row = repository.get_device(connection, hashed)
+    assert row is not None
+    return _device(row)
+
+
+def deactivate_device(connection: Connection, secret: bytes, device_id: str, *, now: datetime) -> Device:
+    hashed = device_hash(secret, device_id)
+    if repository.get_device(connection, hashed) is None:
+        raise NotFound("device_id is not bound to any practice", field="device_id")
+    repository.update_device(connection, hashed, {"active": False, "updated_at": now})
+    row = repository.get_device(connection, hashed)
+    assert row is not None
+    return _device(row)
+
+
+def resolve(
+    connection: Connection, secret: bytes, *, practice_id: str | None = None, device_id: str | None = None
+) -> tuple[Practice, Device | None]:
+    """The practice a request spends from: named, implied by its device, or both — if they agree."""
+    if device_id is None:
+        if practice_id is None:
+            raise InvalidInput("practice_id or a device id is required", field="practice_id")
+        return get_practice(connection, practice_id), None
+    row = repository.get_device(connection, device_hash(secret, device_id))
+    if row is None or not row.active:
+        raise Forbidden("this device is not bound to a practice or was deactivated", field="device_id")
+    if practice_id is not None and check_practice_id(practice_id) != row.practice_id:
+        raise DeviceNotInPractice("this device belongs to another practice", field="device_id")
+    return get_practice(connection, row.practice_id), _device(row)

@@ -1,0 +1,143 @@
+"""The `aibudget` command: parse arguments, call one service, render. No SQL here.
+
+Every command loads and validates the settings first, so a bad setting stops any command at once.
+Errors a user can fix exit with status 2 and a one-line message naming the option or variable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from aibudget.config import Settings
+from aibudget.errors import AibudgetError
+from aibudget.pricing.audio import read_duration
+from aibudget.pricing.catalog import PriceCatalog, Usage
+
+app = typer.Typer(
+    help="Prepaid AI budgets per customer: gate calls, price usage, charge the right pot.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def settings(ctx: typer.Context) -> Settings:
+    loaded: Settings = ctx.obj
+    return loaded
+
+
+def emit(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        width = max(len(key) for key in data)
+        for key, value in data.items():
+            typer.echo(f"{key:<{width}}  {value}")
+
+
+def _seconds(value: str) -> Decimal:
+    try:
+        seconds = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
+    if not seconds.is_finite() or seconds < 0:
+        raise typer.BadParameter(f"{value!r} must be a finite number >= 0")
+    return seconds
+
+
+def _option_name(field: str) -> str:
+    """How the user typed the thing a field error is about: `--input-tokens`, or MODEL."""
+    return "MODEL" if field == "model" else f"--{field.replace('_', '-')}"
+
+
+@app.callback()
+def _load_settings(ctx: typer.Context) -> None:
+    ctx.obj = Settings.load()
+
+
+@app.command(epilog="Example: aibudget price gpt-4o-mini --input-tokens 1200 --output-tokens 600 --json")
+def price(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model as sent to the provider, e.g. gpt-4o-mini.")],
+    input_tokens: Annotated[
+        int, typer.Option(min=0, help="All input tokens, cached and audio included.")
+    ] = 0,
+    cached_input_tokens: Annotated[int, typer.Option(min=0, help="Input tokens read from cache.")] = 0,
+    output_tokens: Annotated[int, typer.Option(min=0, help="Output tokens, reasoning included.")] = 0,
+    input_audio_tokens: Annotated[int, typer.Option(min=0, help="Input tokens that were audio.")] = 0,
+    audio_seconds: Annotated[
+        Decimal, typer.Option(parser=_seconds, help="Audio duration, for per-minute models.")
+    ] = Decimal(0),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Price one call of MODEL with the given usage."""
+    try:
+        usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
+        priced = PriceCatalog.from_settings(settings(ctx)).price(model, usage)
+    except AibudgetError as exc:
+        fail(f"{_option_name(exc.field)}: {exc.detail}" if exc.field else exc.detail)
+    emit(
+        {
+            "model": priced.model,
+            "priced_as": priced.priced_as,
+            "source": priced.source,
+            "version": priced.version,
+            "audio_billing": priced.audio_billing,
+            "cost_usd": str(priced.cost_usd),
+        },
+        as_json,
+    )
+
+
+@app.command("audio-duration", epilog="Example: aibudget audio-duration dictation.webm --json")
+def audio_duration(
+    file: Annotated[Path, typer.Argument(help="An audio file: wav, mp3, m4a, ogg/opus, flac, webm.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Read the duration of an audio FILE the way uploads are charged."""
+    try:
+        duration = read_duration(file)
+    except AibudgetError as exc:
+        fail(f"{file}: {exc.detail}")
+    emit({"seconds": str(duration.seconds), "method": duration.method, "format": duration.format}, as_json)
+
+
+@app.command(epilog="Example: aibudget tour")
+def tour(ctx: typer.Context) -> None:
+    """Set up a demo practice and price a few typical calls (what `make run` shows)."""
+    from aibudget.tour import run
+
+    run(settings(ctx), typer.echo)
+
+
+@db_app.command(
+    "upgrade", epilog="Example: AIBUDGET_DATABASE_URL=sqlite:///var/aibudget.sqlite3 aibudget db upgrade"
+)
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the database schema to the newest version."""
+    from aibudget.store.engine import open_engine
+
+    url = settings(ctx).resolved_database_url
+    open_engine(url, migrate=True).dispose()
+    typer.echo(f"database at {url} is up to date")
+
+
+def main() -> None:
+    try:
+        app()
+    except AibudgetError as exc:  # ConfigError from the settings callback, before any command ran
+        typer.echo(f"Error: {exc.detail}", err=True)
+        sys.exit(2)
