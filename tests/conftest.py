@@ -4,7 +4,11 @@ on a real, migrated SQLite file."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,3 +52,44 @@ def database_url(tmp_path: Path) -> str:
 def budget(database_url: str, tmp_path: Path, clock: FakeClock) -> Iterator[Budget]:
     with Budget.open(database_url, settings=Settings.load(data_dir=tmp_path / "var"), clock=clock) as opened:
         yield opened
+
+
+SCRIPT = Path(sys.executable).parent / "aibudget"
+EXECUTABLE = str(SCRIPT) if SCRIPT.exists() else shutil.which("aibudget")
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def message(self) -> str:
+        """stderr as one line, without the frame that the usage-error box draws around it."""
+        return " ".join(self.stderr.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
+
+
+Aibudget = Callable[..., "Run"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "work").mkdir()
+    return tmp_path / "work"
+
+
+@pytest.fixture
+def aibudget(tmp_path: Path, workdir: Path) -> Aibudget:
+    """Runs the console script in an empty working directory with only the given AIBUDGET_* set."""
+    assert EXECUTABLE, "the aibudget console script is not installed"
+
+    def run(*args: str, **env: str) -> Run:
+        clean = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+        clean |= {"COLUMNS": "200", "NO_COLOR": "1", **env}
+        done = subprocess.run(
+            [EXECUTABLE, *args], cwd=workdir, env=clean, capture_output=True, text=True, timeout=60
+        )
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    return run

@@ -8,55 +8,11 @@ deep inside a command; now any command stops at start, exit status 2, naming the
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(sys.executable).parent / "aibudget"
-EXECUTABLE = str(SCRIPT) if SCRIPT.exists() else shutil.which("aibudget")
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def message(self) -> str:
-        """stderr as one line, without the frame that the usage-error box draws around it."""
-        return " ".join(self.stderr.translate(str.maketrans("│╭╮╰╯─", "      ")).split())
-
-
-Aibudget = Callable[..., Run]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "work").mkdir()
-    return tmp_path / "work"
-
-
-@pytest.fixture
-def aibudget(tmp_path: Path, workdir: Path) -> Aibudget:
-    """Runs the console script in an empty working directory with only the given AIBUDGET_* set."""
-    assert EXECUTABLE, "the aibudget console script is not installed"
-
-    def run(*args: str, **env: str) -> Run:
-        clean = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-        clean |= {"COLUMNS": "200", "NO_COLOR": "1", **env}
-        done = subprocess.run(
-            [EXECUTABLE, *args], cwd=workdir, env=clean, capture_output=True, text=True, timeout=60
-        )
-        return Run(done.returncode, done.stdout, done.stderr)
-
-    return run
+from tests.conftest import Aibudget
 
 
 def test_prices_a_call_as_json(aibudget: Aibudget) -> None:

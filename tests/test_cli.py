@@ -1,0 +1,58 @@
+"""The other commands of the foundation, run as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.conftest import Aibudget
+from tests.pricing.audio_fixtures import write_wav
+
+
+def test_audio_duration_reads_the_container(aibudget: Aibudget, workdir: Path) -> None:
+    write_wav(workdir / "dictation.wav")
+    done = aibudget("audio-duration", "dictation.wav", "--json")
+    assert (done.code, done.stderr) == (0, "")
+    assert json.loads(done.stdout) == {"seconds": "7.300", "method": "container", "format": "wav"}
+
+
+def test_audio_duration_of_a_non_audio_file_is_a_flagged_estimate(aibudget: Aibudget, workdir: Path) -> None:
+    (workdir / "notes.txt").write_bytes(b"not audio at all " * 250)  # 4,250 bytes
+    done = aibudget("audio-duration", "notes.txt", "--json")
+    assert done.code == 0, done.stderr
+    assert json.loads(done.stdout) == {"seconds": "1.063", "method": "heuristic", "format": "unknown"}
+
+
+def test_audio_duration_of_an_empty_or_missing_file_exits_2(aibudget: Aibudget, workdir: Path) -> None:
+    (workdir / "empty.webm").write_bytes(b"")
+    for name, words in (("empty.webm", "empty"), ("missing.wav", "does not exist")):
+        done = aibudget("audio-duration", name)
+        assert (done.code, done.stdout) == (2, "")
+        assert name in done.stderr
+        assert words in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_db_upgrade_creates_the_default_sqlite_file(aibudget: Aibudget, workdir: Path) -> None:
+    done = aibudget("db", "upgrade")
+    assert done.code == 0, done.stderr
+    assert "up to date" in done.stdout
+    with sqlite3.connect(workdir / "var" / "aibudget.sqlite3") as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"practices", "periods", "usage_events", "credit_grants", "authorizations"} <= tables
+
+
+def test_the_tour_prices_typical_calls_and_can_run_twice(aibudget: Aibudget) -> None:
+    for _ in range(2):
+        done = aibudget("tour")
+        assert done.code == 0, done.stderr
+    assert "whisper-1" in done.stdout
+    assert "0.004200" in done.stdout  # 42 s of whisper-1 at 0.006 USD a minute
+
+
+def test_every_command_has_help_with_an_example(aibudget: Aibudget) -> None:
+    for command in (["price"], ["audio-duration"], ["db", "upgrade"], ["tour"]):
+        done = aibudget(*command, "--help")
+        assert done.code == 0, done.stderr
+        assert "Example:" in done.stdout
