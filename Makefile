@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/aibudget tour
+	$(BIN)/aibudget demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -43,16 +43,40 @@ def test_db_upgrade_creates_the_default_sqlite_file(aibudget: Aibudget, workdir:
     assert {"practices", "periods", "usage_events", "credit_grants", "authorizations"} <= tables
 
 
-def test_the_tour_prices_typical_calls_and_can_run_twice(aibudget: Aibudget) -> None:
-    for _ in range(2):
-        done = aibudget("tour")
-        assert done.code == 0, done.stderr
-    assert "whisper-1" in done.stdout
-    assert "0.004200" in done.stdout  # 42 s of whisper-1 at 0.006 USD a minute
+def test_the_demo_fills_a_month_and_running_it_again_changes_nothing(aibudget: Aibudget) -> None:
+    first = aibudget("demo")
+    assert first.code == 0, first.stderr
+    assert "KI-Kontingent:" in first.stdout
+    assert "the books balance" in first.stdout
+    again = aibudget("demo")
+    assert again.code == 0, again.stderr
+    assert "replays charged nothing" in again.stdout
+    operator_view = [line for line in first.stdout.splitlines() if "_usd" in line]
+    assert operator_view == [line for line in again.stdout.splitlines() if "_usd" in line]
+
+
+def test_verify_exits_1_with_the_differences_when_the_books_do_not_balance(
+    aibudget: Aibudget, workdir: Path
+) -> None:
+    assert aibudget("demo").code == 0
+    done = aibudget("verify")
+    assert (done.code, done.stderr) == (0, "")
+    with sqlite3.connect(workdir / "var" / "aibudget.sqlite3") as connection:
+        connection.execute("UPDATE balances SET credit_micros = credit_micros + 7")
+    done = aibudget("verify")
+    assert done.code == 1
+    assert "balances[praxis-demo].credit_micros" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_sweep_reports_released_holds(aibudget: Aibudget) -> None:
+    done = aibudget("sweep")
+    assert done.code == 0, done.stderr
+    assert "0 expired hold(s) released" in done.stdout
 
 
 def test_every_command_has_help_with_an_example(aibudget: Aibudget) -> None:
-    for command in (["price"], ["audio-duration"], ["db", "upgrade"], ["tour"]):
+    for command in (["price"], ["audio-duration"], ["db", "upgrade"], ["demo"], ["verify"], ["sweep"]):
         done = aibudget(*command, "--help")
         assert done.code == 0, done.stderr
         assert "Example:" in done.stdout

@@ -6,29 +6,42 @@ The library surface (SPEC §10); everything else is internal and may change.
 from aibudget.accounts.service import Device, Period, Plan, Practice, Subscription
 from aibudget.budget import Budget
 from aibudget.config import Settings
+from aibudget.credit.service import CreditGrant
 from aibudget.errors import (
     AibudgetError,
+    BudgetExceeded,
     ConfigError,
     Conflict,
     DeviceNotInPractice,
     Forbidden,
+    IdempotencyConflict,
     InvalidInput,
     NotFound,
     UnknownModel,
     UnreadableAudio,
 )
+from aibudget.ledger.service import Authorization, UsageEvent
+from aibudget.ledger.verify import Discrepancy
 from aibudget.pricing.audio import AudioDuration, read_duration
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
+from aibudget.views.client import ClientView
+from aibudget.views.snapshot import Snapshot
 
 __all__ = [
     "AibudgetError",
     "AudioDuration",
+    "Authorization",
     "Budget",
+    "BudgetExceeded",
+    "ClientView",
     "ConfigError",
     "Conflict",
+    "CreditGrant",
     "Device",
     "DeviceNotInPractice",
+    "Discrepancy",
     "Forbidden",
+    "IdempotencyConflict",
     "InvalidInput",
     "NotFound",
     "Period",
@@ -37,9 +50,11 @@ __all__ = [
     "Price",
     "PriceCatalog",
     "Settings",
+    "Snapshot",
     "Subscription",
     "UnknownModel",
     "UnreadableAudio",
     "Usage",
+    "UsageEvent",
     "read_duration",
 ]

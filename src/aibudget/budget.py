@@ -15,18 +15,29 @@ b.price("gpt-4o-mini", input_tokens=1200, output_tokens=600).cost_usd
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Engine
 
 from aibudget.accounts import service as accounts
 from aibudget.accounts.service import Device, Period, Plan, Practice, Rules, Subscription
 from aibudget.config import Settings
+from aibudget.credit import repository as credit_repository
+from aibudget.credit import service as credit
+from aibudget.credit.service import CreditGrant
+from aibudget.errors import BudgetExceeded
+from aibudget.ledger import service as ledger
+from aibudget.ledger.estimate import Estimate
+from aibudget.ledger.service import Authorization, Refusal, UsageEvent
+from aibudget.ledger.state import LedgerRules, load_state
+from aibudget.ledger.verify import Discrepancy, verify
 from aibudget.money import parse_usd
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
 from aibudget.store.dialect import read_transaction, write_transaction
 from aibudget.store.engine import open_engine
+from aibudget.views.snapshot import Snapshot
 
 Clock = Callable[[], datetime]
 
@@ -43,9 +54,15 @@ class Budget:
         self.settings = settings
         self.clock = clock
         self.catalog = PriceCatalog.from_settings(settings)
-        self.rules = Rules(
-            granting_statuses=settings.granting_statuses,
-            default_included_micros=parse_usd(settings.default_included_usd, field="default_included_usd"),
+        self.rules = LedgerRules(
+            accounts=Rules(
+                granting_statuses=settings.granting_statuses,
+                default_included_micros=parse_usd(
+                    settings.default_included_usd, field="default_included_usd"
+                ),
+            ),
+            hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+            default_max_output_tokens=settings.default_max_output_tokens,
         )
         self._secret = settings.secret()
 
@@ -132,7 +149,9 @@ class Budget:
     def current_period(self, practice_id: str) -> Period | None:
         """The billing period the practice is in now; None without a subscription granting access."""
         with write_transaction(self.engine) as connection:
-            return accounts.current_period(connection, practice_id, at=self.clock(), rules=self.rules)
+            return accounts.current_period(
+                connection, practice_id, at=self.clock(), rules=self.rules.accounts
+            )
 
     def bind_device(self, device_id: str, *, practice_id: str, user_key: str | None = None) -> Device:
         """Bind a desktop installation to a practice; only its keyed hash is stored."""
@@ -158,6 +177,157 @@ class Budget:
             )
             return practice
 
+    # gating and the ledger
+
+    def authorize(
+        self,
+        *,
+        request_id: str,
+        operation: str,
+        model: str,
+        practice_id: str | None = None,
+        device_id: str | None = None,
+        input_tokens: int | None = None,
+        prompt_chars: int | None = None,
+        max_output_tokens: int | None = None,
+        audio_seconds: Decimal | int | None = None,
+    ) -> Authorization:
+        """Hold the estimated cost of a call before it is made; raises `BudgetExceeded` (402) if refused.
+
+        The estimate: `input_tokens`, or a bound from `prompt_chars`; `max_output_tokens` (default
+        the configured cap); `audio_seconds` of an upload. Replaying a request id returns the first
+        result; the same id with another estimate raises `IdempotencyConflict`.
+        """
+        estimate = Estimate(input_tokens, prompt_chars, max_output_tokens, audio_seconds)
+        with write_transaction(self.engine) as connection:
+            practice, device = accounts.resolve(
+                connection, self._secret, practice_id=practice_id, device_id=device_id
+            )
+            result = ledger.authorize(
+                connection,
+                practice,
+                request_id=request_id,
+                operation=operation,
+                model=model,
+                estimate=estimate,
+                device=device,
+                now=self.clock(),
+                rules=self.rules,
+                catalog=self.catalog,
+            )
+        if isinstance(result, Refusal):  # raised after the commit: the refusal is on the books
+            raise BudgetExceeded(result.payload)
+        return result
+
+    def settle(
+        self,
+        *,
+        request_id: str,
+        model: str,
+        practice_id: str | None = None,
+        device_id: str | None = None,
+        input_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        output_tokens: int = 0,
+        input_audio_tokens: int = 0,
+        audio_seconds: Decimal | int = 0,
+        operation: str | None = None,
+        status: str = "success",
+        error_code: str | None = None,
+        meta: dict[str, Any] | None = None,
+        estimated: bool = False,
+    ) -> UsageEvent:
+        """Record a call's real usage: priced, charged through the waterfall, its hold released.
+
+        Works with or without a prior `authorize`. Replaying a request id returns the first event
+        (`.replayed` is True) and charges nothing; another body raises `IdempotencyConflict`.
+        """
+        usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
+        with write_transaction(self.engine) as connection:
+            practice, device = accounts.resolve(
+                connection, self._secret, practice_id=practice_id, device_id=device_id
+            )
+            return ledger.settle(
+                connection,
+                practice,
+                request_id=request_id,
+                model=model,
+                usage=usage,
+                operation=operation,
+                status=status,
+                error_code=error_code,
+                meta=meta,
+                estimated=estimated,
+                device=device,
+                now=self.clock(),
+                rules=self.rules,
+                catalog=self.catalog,
+            )
+
+    def void(
+        self, *, request_id: str, practice_id: str | None = None, device_id: str | None = None
+    ) -> Authorization:
+        """Release the hold of a call that was not made."""
+        with write_transaction(self.engine) as connection:
+            practice, _device = accounts.resolve(
+                connection, self._secret, practice_id=practice_id, device_id=device_id
+            )
+            return ledger.void(
+                connection, practice, request_id=request_id, now=self.clock(), rules=self.rules
+            )
+
+    def grant_credit(
+        self,
+        practice_id: str,
+        *,
+        amount_usd: Decimal | str | int,
+        source: str,
+        reference: str,
+        expires_at: datetime | None = None,
+        priority: int = credit.DEFAULT_PRIORITY,
+    ) -> CreditGrant:
+        """Add prepaid credit once per `reference`; a repeat returns the first grant."""
+        with write_transaction(self.engine) as connection:
+            return credit.grant_credit(
+                connection,
+                practice_id,
+                amount_usd=amount_usd,
+                source=source,
+                reference=reference,
+                expires_at=expires_at,
+                priority=priority,
+                now=self.clock(),
+            )
+
+    def grants(self, practice_id: str) -> list[CreditGrant]:
+        with read_transaction(self.engine) as connection:
+            return credit.list_grants(connection, practice_id)
+
+    def snapshot(self, practice_id: str) -> Snapshot:
+        """The operator view of the practice's budget now; `.client_view()` for the desktop."""
+        now = self.clock()
+        with read_transaction(self.engine) as connection:
+            state = load_state(connection, practice_id, now=now, rules=self.rules, write=False)
+        if state is None:  # a period ended or a grant expired: bring the rows up to date first
+            with write_transaction(self.engine) as connection:
+                state = load_state(connection, practice_id, now=now, rules=self.rules, write=True)
+        assert state is not None
+        return state.snapshot()
+
+    def sweep(self) -> int:
+        """Expire holds past their TTL and grants past their expiry; returns how many holds expired."""
+        now = self.clock()
+        with write_transaction(self.engine) as connection:
+            expired = ledger.expire_holds(connection, now=now, rules=self.rules)
+            for practice_id in credit_repository.practices_with_due_grants(connection, now):
+                load_state(connection, practice_id, now=now, rules=self.rules, write=True)
+        return expired
+
+    def verify(self) -> list[Discrepancy]:
+        """Every difference between cached balances and the ledger; empty when the books balance."""
+        with read_transaction(self.engine) as connection:
+            return verify(connection)
+
     # prices
 
     def price(
@@ -171,7 +341,5 @@ class Budget:
         audio_seconds: Decimal | int = 0,
     ) -> Price:
         """What one call of `model` with this usage costs now, and where the price came from."""
-        usage = Usage(
-            input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, Decimal(audio_seconds)
-        )
+        usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
         return self.catalog.price(model, usage, at=self.clock())

@@ -115,12 +115,37 @@ def audio_duration(
     emit({"seconds": str(duration.seconds), "method": duration.method, "format": duration.format}, as_json)
 
 
-@app.command(epilog="Example: aibudget tour")
-def tour(ctx: typer.Context) -> None:
-    """Set up a demo practice and price a few typical calls (what `make run` shows)."""
-    from aibudget.tour import run
+@app.command(epilog="Example: aibudget demo")
+def demo(ctx: typer.Context) -> None:
+    """Fill a demo practice with a month of realistic traffic and print its views (`make run`)."""
+    from aibudget.demo import run
 
     run(settings(ctx), typer.echo)
+
+
+@app.command(epilog="Example: aibudget verify")
+def verify(ctx: typer.Context) -> None:
+    """Recompute every balance from the ledger; exit 1 with the differences if the books do not balance."""
+    from aibudget.budget import Budget
+
+    with Budget.open(settings=settings(ctx)) as budget:
+        problems = budget.verify()
+    if problems:
+        typer.echo(f"the books do not balance: {len(problems)} difference(s)", err=True)
+        for problem in problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo("the books balance: every cached balance matches the ledger")
+
+
+@app.command(epilog="Example: aibudget sweep")
+def sweep(ctx: typer.Context) -> None:
+    """Release holds past their TTL and retire expired credit (the server also does this on its own)."""
+    from aibudget.budget import Budget
+
+    with Budget.open(settings=settings(ctx)) as budget:
+        expired = budget.sweep()
+    typer.echo(f"{expired} expired hold(s) released")
 
 
 @db_app.command(

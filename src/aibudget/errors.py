@@ -7,16 +7,20 @@ The tree::
     ├── InvalidInput                   INVALID_INPUT     422  names the offending field
     │   ├── UnknownModel               UNKNOWN_MODEL     422  no price and the policy is `refuse`
     │   └── UnreadableAudio            INVALID_AUDIO     422  empty or missing audio file
+    ├── BudgetExceeded                 AI_BUDGET_EXCEEDED 402 refused authorization; `.payload`
     ├── NotFound                       NOT_FOUND         404
     ├── Forbidden                      FORBIDDEN         403
     │   └── DeviceNotInPractice        DEVICE_PRACTICE_MISMATCH
     └── Conflict                       CONFLICT          409
+        └── IdempotencyConflict        IDEMPOTENCY_CONFLICT  same request id, different body
 
 Callers catch `AibudgetError` at the edge (HTTP, CLI) and render `code`, `http_status` and `detail`;
 nothing below the edge turns an error into a silent default.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class AibudgetError(Exception):
@@ -61,6 +65,24 @@ class UnreadableAudio(InvalidInput):
     title = "Unreadable audio"
 
 
+class BudgetExceeded(AibudgetError):
+    """Nothing (or not enough, in strict mode) is left: the call must not be made.
+
+    A normal outcome, not a failure: `payload` is the 402 body (SPEC §4) with a localized
+    `message_user` and a machine-readable `reason`. The refusal is already recorded as a `blocked`
+    event when this is raised.
+    """
+
+    code = "AI_BUDGET_EXCEEDED"
+    http_status = 402
+    title = "AI budget exceeded"
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        super().__init__(str(payload["message_user"]))
+        self.payload = payload
+        self.reason: str = payload["reason"]
+
+
 class NotFound(AibudgetError):
     code = "NOT_FOUND"
     http_status = 404
@@ -84,3 +106,10 @@ class Conflict(AibudgetError):
     code = "CONFLICT"
     http_status = 409
     title = "Conflict"
+
+
+class IdempotencyConflict(Conflict):
+    """A request id was used again with a different body; the first result stands."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+    title = "Request id reused with a different body"

@@ -21,7 +21,7 @@ def get_practice(connection: Connection, practice_id: str) -> Row[Any] | None:
 
 def insert_practice(connection: Connection, values: dict[str, Any]) -> bool:
     """Create the practice and its balance row; False if it already existed."""
-    created = insert_if_absent(connection, practices, ["practice_id"], values)
+    created = insert_if_absent(connection, practices, ["practice_id"], values) is not None
     if created:
         insert_if_absent(connection, balances, ["practice_id"], {"practice_id": values["practice_id"]})
     return created
@@ -37,7 +37,7 @@ def get_plan(connection: Connection, lookup_key: str) -> Row[Any] | None:
 
 def upsert_plan(connection: Connection, lookup_key: str, included_micros: int, now: datetime) -> None:
     values = {"lookup_key": lookup_key, "included_micros": included_micros, "updated_at": now}
-    if not insert_if_absent(connection, plans, ["lookup_key"], values):
+    if insert_if_absent(connection, plans, ["lookup_key"], values) is None:
         connection.execute(
             update(plans)
             .where(plans.c.lookup_key == lookup_key)
@@ -57,7 +57,7 @@ def upsert_subscription(connection: Connection, values: dict[str, Any]) -> bool:
     The comparison runs inside the UPDATE, so an older update arriving late never overwrites a
     newer one, whatever the interleaving.
     """
-    if insert_if_absent(connection, subscriptions, ["subscription_id"], values):
+    if insert_if_absent(connection, subscriptions, ["subscription_id"], values) is not None:
         return True
     changed = connection.execute(
         update(subscriptions)
@@ -117,12 +117,16 @@ def get_or_create_period(
     return connection.execute(select(periods).where(*identity)).one()
 
 
+def get_period(connection: Connection, period_id: int) -> Row[Any]:
+    return connection.execute(select(periods).where(periods.c.period_id == period_id)).one()
+
+
 def get_device(connection: Connection, device_hash: str) -> Row[Any] | None:
     return connection.execute(select(devices).where(devices.c.device_hash == device_hash)).first()
 
 
 def insert_device(connection: Connection, values: dict[str, Any]) -> bool:
-    return insert_if_absent(connection, devices, ["device_hash"], values)
+    return insert_if_absent(connection, devices, ["device_hash"], values) is not None
 
 
 def update_device(connection: Connection, device_hash: str, values: dict[str, Any]) -> None:
@@ -134,4 +138,31 @@ def list_devices(connection: Connection, practice_id: str) -> list[Row[Any]]:
         connection.execute(
             select(devices).where(devices.c.practice_id == practice_id).order_by(devices.c.created_at)
         )
+    )
+
+
+def cache_period(
+    connection: Connection, practice_id: str, period_id: int, valid_until: datetime | None
+) -> None:
+    connection.execute(
+        update(balances)
+        .where(balances.c.practice_id == practice_id)
+        .values(period_id=period_id, period_valid_until=valid_until)
+    )
+
+
+def forget_period(connection: Connection, practice_id: str) -> None:
+    """Make the next call resolve the practice's current period afresh."""
+    connection.execute(
+        update(balances)
+        .where(balances.c.practice_id == practice_id)
+        .values(period_id=None, period_valid_until=None)
+    )
+
+
+def forget_periods_of_plan(connection: Connection, lookup_key: str) -> None:
+    connection.execute(
+        update(balances)
+        .where(balances.c.period_id.in_(select(periods.c.period_id).where(periods.c.plan == lookup_key)))
+        .values(period_id=None, period_valid_until=None)
     )

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -187,6 +187,8 @@ def put_practice(
     )
     if not created and changes:
         repository.update_practice(connection, practice_id, {**changes, "updated_at": now})
+        if "timezone" in changes:  # calendar months are the practice's months
+            repository.forget_period(connection, practice_id)
     return get_practice(connection, practice_id)
 
 
@@ -200,6 +202,7 @@ def get_practice(connection: Connection, practice_id: str) -> Practice:
 def put_plan(connection: Connection, lookup_key: str, *, included_usd: object, now: datetime) -> Plan:
     included = parse_usd(included_usd, field="included_usd")
     repository.upsert_plan(connection, _text(lookup_key, "lookup_key"), included, now)
+    repository.forget_periods_of_plan(connection, lookup_key)
     return Plan(lookup_key, included)
 
 
@@ -253,17 +256,23 @@ def put_subscription(
         "updated_at": int(now.timestamp()) if updated_at is None else updated_at,
         "mirrored_at": now,
     }
-    repository.upsert_subscription(connection, values)
+    if repository.upsert_subscription(connection, values):
+        repository.forget_period(connection, practice_id)
     row = repository.get_subscription(connection, subscription_id)
     assert row is not None
     return Subscription(**{field: getattr(row, field) for field in Subscription.__slots__})
 
 
 def current_period(connection: Connection, practice_id: str, *, at: datetime, rules: Rules) -> Period | None:
-    """The period the practice is billed in at `at`; None without a subscription granting access."""
+    """The period the practice is billed in at `at`; None without a subscription granting access.
+
+    Creates the period's row on first use and caches it on the practice's balance row: calendar
+    months until their end, provider periods until the subscription, plan or practice changes.
+    """
     practice = get_practice(connection, practice_id)
     subscription = repository.governing_subscription(connection, practice_id, rules.granting_statuses)
     if subscription is None:
+        repository.forget_period(connection, practice_id)
         return None
     plan = repository.get_plan(connection, subscription.plan) if subscription.plan else None
     key = period_for(
@@ -280,6 +289,18 @@ def current_period(connection: Connection, practice_id: str, *, at: datetime, ru
         plan=subscription.plan,
         included_micros=rules.default_included_micros if plan is None else plan.included_micros,
     )
+    provider_period = subscription.current_period_start is not None
+    valid_until = None if provider_period else datetime.fromtimestamp(key.end, UTC)
+    repository.cache_period(connection, practice_id, row.period_id, valid_until)
+    return period_from_row(row)
+
+
+def get_period(connection: Connection, period_id: int) -> Period:
+    return period_from_row(repository.get_period(connection, period_id))
+
+
+def period_from_row(row: Row[Any]) -> Period:
+    """A Period from any row with the `periods` columns (the state query selects them too)."""
     return Period(
         row.period_id,
         row.practice_id,

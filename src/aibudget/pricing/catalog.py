@@ -54,6 +54,16 @@ _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _PROBE = 1_000_000
 
 
+def audio_seconds(value: object, field: str = "audio_seconds") -> Decimal:
+    """A duration in seconds as `Decimal`; floats, booleans, NaN and negatives are refused."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise InvalidInput(f"{field} must be a decimal number or int, got {value!r}", field=field)
+    seconds = Decimal(value)
+    if not seconds.is_finite() or seconds < 0:
+        raise InvalidInput(f"{field} must be finite and >= 0, got {value}", field=field)
+    return seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What one call consumed, as the provider reports it (OpenAI's conventions, see module doc)."""
@@ -62,20 +72,18 @@ class Usage:
     cached_input_tokens: int = 0
     output_tokens: int = 0
     input_audio_tokens: int = 0
-    audio_seconds: Decimal = Decimal(0)
+    audio_seconds: Decimal | int = Decimal(0)  # stored as Decimal
+
+    @property
+    def seconds(self) -> Decimal:
+        return Decimal(self.audio_seconds)  # always a Decimal already; this tells the type checker
 
     def __post_init__(self) -> None:
         for name in ("input_tokens", "cached_input_tokens", "output_tokens", "input_audio_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInput(f"{name} must be a whole number >= 0, got {value!r}", field=name)
-        seconds = self.audio_seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, Decimal | int):
-            raise InvalidInput(
-                f"audio_seconds must be a decimal number, got {seconds!r}", field="audio_seconds"
-            )
-        if not Decimal(seconds).is_finite() or seconds < 0:
-            raise InvalidInput(f"audio_seconds must be finite and >= 0, got {seconds}", field="audio_seconds")
+        object.__setattr__(self, "audio_seconds", audio_seconds(self.audio_seconds))
         if self.cached_input_tokens > self.input_tokens:
             raise InvalidInput(
                 f"cached_input_tokens ({self.cached_input_tokens}) cannot exceed input_tokens "
@@ -262,9 +270,9 @@ def _library_units(usage: Usage, billing: AudioBilling) -> Units:
     """The usage in genai-prices' terms; every key given explicitly so nothing is inferred."""
     input_tokens, audio_tokens, seconds = usage.input_tokens, usage.input_audio_tokens, Decimal(0)
     if billing == "seconds":  # the audio is paid by the minute: its tokens are not input text
-        input_tokens, audio_tokens, seconds = input_tokens - audio_tokens, 0, Decimal(usage.audio_seconds)
+        input_tokens, audio_tokens, seconds = input_tokens - audio_tokens, 0, usage.seconds
     elif billing == "seconds_as_tokens":
-        audio_tokens = math.ceil(Decimal(usage.audio_seconds) * AUDIO_TOKENS_PER_MINUTE / 60)
+        audio_tokens = math.ceil(usage.seconds * AUDIO_TOKENS_PER_MINUTE / 60)
         input_tokens += audio_tokens
     return {
         "input_tokens": input_tokens,

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, event, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, Table, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -86,19 +86,29 @@ def lock_migrations(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
 
 
-def insert_ignore(connection: Connection, table: Table, index_elements: Sequence[str]) -> Insert:
-    """`INSERT ... ON CONFLICT (index_elements) DO NOTHING` for this connection's engine."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+def insert_ignore(
+    connection: Connection,
+    table: Table,
+    index_elements: Sequence[str],
+    where: ColumnElement[bool] | None = None,
+) -> Insert:
+    """`INSERT ... ON CONFLICT (index_elements) [WHERE partial] DO NOTHING` for this connection's engine."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(index_elements), index_where=where)
 
 
 def insert_if_absent(
-    connection: Connection, table: Table, index_elements: Sequence[str], values: dict[str, Any]
-) -> bool:
-    """Insert the row unless one with the same `index_elements` exists; True if it was inserted.
+    connection: Connection,
+    table: Table,
+    index_elements: Sequence[str],
+    values: dict[str, Any],
+    *,
+    where: ColumnElement[bool] | None = None,
+) -> Any | None:
+    """Insert the row unless one with the same `index_elements` exists; its primary key if inserted.
 
     Told by RETURNING, not by rowcount, which drivers report as -1 for such inserts.
     """
-    statement = insert_ignore(connection, table, index_elements).values(**values)
-    return connection.execute(statement.returning(*table.primary_key.columns)).first() is not None
+    statement = insert_ignore(connection, table, index_elements, where).values(**values)
+    inserted = connection.execute(statement.returning(*table.primary_key.columns)).first()
+    return None if inserted is None else inserted[0]

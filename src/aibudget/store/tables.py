@@ -3,7 +3,8 @@
 Money columns are integer micro-USD (`*_micros`), instants are integer Unix microseconds (`Instant`),
 audio durations integer milliseconds: no column holds a float, on either engine. The database checks
 what it can: non-negative balances, a grant never above its amount, one grant per payment reference,
-one hold per `(practice, request_id)`, one idempotency record per operation and request.
+one authorization and one settlement per `(practice, request_id)` — those rows are also the
+idempotency records: a replay finds the row its first attempt wrote.
 
 The hot path never scans history. What authorize, settle and snapshot need lives in a few rows,
 updated in the same transaction as the ledger insert that changes them:
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.types import TypeDecorator
@@ -150,8 +152,13 @@ balances = Table(
     "balances",
     metadata,
     Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), primary_key=True),
-    _micros("held_micros"),
-    _micros("credit_micros"),
+    _micros("held_micros"),  # sum of active holds
+    _micros("credit_micros"),  # sum of unexpired grants' remaining
+    # The current period, cached: valid until `period_valid_until` (calendar months) or, when that
+    # is NULL, until a subscription, plan or practice change clears it.
+    Column("period_id", Integer, ForeignKey("periods.period_id")),
+    Column("period_valid_until", Instant),
+    Column("next_grant_expiry", Instant),  # earliest expiry among grants with money left
     CheckConstraint("held_micros >= 0", name="held_nonnegative"),
     CheckConstraint("credit_micros >= 0", name="credit_nonnegative"),
 )
@@ -179,9 +186,13 @@ credit_grants = Table(
     Column("reference", String(200), nullable=False, unique=True),
     Column("created_at", Instant, nullable=False),
     Column("expires_at", Instant),
-    Column("expired_at", Instant),  # set when the sweeper retires what was left of it
+    Column("expired_at", Instant),  # set when what was left of it expired
+    _micros("expired_micros"),  # what was left when it expired
     CheckConstraint("amount_micros > 0", name="amount_positive"),
     CheckConstraint("remaining_micros >= 0 AND remaining_micros <= amount_micros", name="remaining_within"),
+    CheckConstraint(
+        "expired_micros >= 0 AND expired_micros + remaining_micros <= amount_micros", name="expired_within"
+    ),
     CheckConstraint("source IN ('purchase', 'auto_topup', 'promo', 'manual', 'refund')", name="source"),
     Index(None, "practice_id", "priority", "expires_at", "grant_id"),
     sqlite_autoincrement=True,
@@ -198,14 +209,17 @@ authorizations = Table(
     Column("operation", String(32), nullable=False),
     Column("model", String(200), nullable=False),
     Column("estimate", JSON, nullable=False),
+    Column("body_hash", String(64), nullable=False),  # a replay with another body is a conflict
     _micros("estimate_micros"),
     _micros("held_micros"),
     Column("status", String(10), nullable=False),
+    Column("refusal", JSON),  # the 402 payload of a refused authorization, returned on replay
     Column("created_at", Instant, nullable=False),
     Column("expires_at", Instant, nullable=False),
     Column("closed_at", Instant),
+    # one authorization per request: this row is also the idempotency record of `authorize`
     UniqueConstraint("practice_id", "request_id"),
-    CheckConstraint("status IN ('active', 'settled', 'voided', 'expired')", name="status"),
+    CheckConstraint("status IN ('active', 'settled', 'voided', 'expired', 'refused')", name="status"),
     CheckConstraint("held_micros >= 0 AND estimate_micros >= 0", name="amounts_nonnegative"),
     Index(None, "status", "expires_at"),
 )
@@ -236,13 +250,22 @@ usage_events = Table(
     Column("status", String(10), nullable=False),
     Column("error_code", String(64)),
     Column("estimated", Boolean, nullable=False, server_default=false()),
+    Column("body_hash", String(64)),  # of the settle request; a replay with another body is a conflict
     Column("meta", JSON),
     CheckConstraint("status IN ('success', 'error', 'blocked', 'voided', 'expired')", name="status"),
     CheckConstraint(
         "cost_micros >= 0 AND overage_micros >= 0 AND overage_micros <= cost_micros", name="amounts"
     ),
     Index(None, "practice_id", "occurred_at"),
-    Index(None, "practice_id", "request_id"),
+    # one settlement per request: this index is also the idempotency record of `settle`
+    Index(
+        "uq_usage_events_settlement",
+        "practice_id",
+        "request_id",
+        unique=True,
+        sqlite_where=text("status IN ('success', 'error')"),
+        postgresql_where=text("status IN ('success', 'error')"),
+    ),
     sqlite_autoincrement=True,  # ids are never reused, even after old events are pruned
 )
 
@@ -273,17 +296,6 @@ api_keys = Table(
     Column("revoked_at", Instant),
     CheckConstraint("role IN ('admin', 'service', 'practice')", name="role"),
     CheckConstraint("(role = 'practice') = (practice_id IS NOT NULL)", name="practice_role_names_practice"),
-)
-
-idempotency = Table(
-    "idempotency",
-    metadata,
-    Column("practice_id", PracticeId, primary_key=True),
-    Column("operation", String(12), primary_key=True),  # authorize | settle | void
-    Column("request_id", RequestId, primary_key=True),
-    Column("body_hash", String(64), nullable=False),
-    Column("response", JSON, nullable=False),
-    Column("created_at", Instant, nullable=False),
 )
 
 webhook_events = Table(

@@ -21,16 +21,6 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Upgrade schema."""
     op.create_table(
-        "idempotency",
-        sa.Column("practice_id", sa.String(length=64), nullable=False),
-        sa.Column("operation", sa.String(length=12), nullable=False),
-        sa.Column("request_id", sa.String(length=128), nullable=False),
-        sa.Column("body_hash", sa.String(length=64), nullable=False),
-        sa.Column("response", sa.JSON(), nullable=False),
-        sa.Column("created_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("practice_id", "operation", "request_id", name=op.f("pk_idempotency")),
-    )
-    op.create_table(
         "plans",
         sa.Column("lookup_key", sa.String(length=200), nullable=False),
         sa.Column("included_micros", sa.BigInteger(), server_default="0", nullable=False),
@@ -80,18 +70,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key_id", name=op.f("pk_api_keys")),
     )
     op.create_table(
-        "balances",
-        sa.Column("practice_id", sa.String(length=64), nullable=False),
-        sa.Column("held_micros", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("credit_micros", sa.BigInteger(), server_default="0", nullable=False),
-        sa.CheckConstraint("credit_micros >= 0", name=op.f("ck_balances_credit_nonnegative")),
-        sa.CheckConstraint("held_micros >= 0", name=op.f("ck_balances_held_nonnegative")),
-        sa.ForeignKeyConstraint(
-            ["practice_id"], ["practices.practice_id"], name=op.f("fk_balances_practice_id_practices")
-        ),
-        sa.PrimaryKeyConstraint("practice_id", name=op.f("pk_balances")),
-    )
-    op.create_table(
         "credit_grants",
         sa.Column("grant_id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("practice_id", sa.String(length=64), nullable=False),
@@ -103,11 +81,16 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
         sa.Column("expired_at", sa.BigInteger(), nullable=True),
+        sa.Column("expired_micros", sa.BigInteger(), server_default="0", nullable=False),
         sa.CheckConstraint(
             "source IN ('purchase', 'auto_topup', 'promo', 'manual', 'refund')",
             name=op.f("ck_credit_grants_source"),
         ),
         sa.CheckConstraint("amount_micros > 0", name=op.f("ck_credit_grants_amount_positive")),
+        sa.CheckConstraint(
+            "expired_micros >= 0 AND expired_micros + remaining_micros <= amount_micros",
+            name=op.f("ck_credit_grants_expired_within"),
+        ),
         sa.CheckConstraint(
             "remaining_micros >= 0 AND remaining_micros <= amount_micros",
             name=op.f("ck_credit_grants_remaining_within"),
@@ -154,10 +137,7 @@ def upgrade() -> None:
         sa.Column("included_used_micros", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("used_micros", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("overage_micros", sa.BigInteger(), server_default="0", nullable=False),
-        sa.CheckConstraint(
-            "included_used_micros >= 0 AND included_used_micros <= included_micros",
-            name=op.f("ck_periods_included_within_budget"),
-        ),
+        sa.CheckConstraint("included_used_micros >= 0", name=op.f("ck_periods_included_used_nonnegative")),
         sa.CheckConstraint("overage_micros >= 0", name=op.f("ck_periods_overage_nonnegative")),
         sa.CheckConstraint("period_end > period_start", name=op.f("ck_periods_period_order")),
         sa.CheckConstraint(
@@ -209,14 +189,17 @@ def upgrade() -> None:
         sa.Column("operation", sa.String(length=32), nullable=False),
         sa.Column("model", sa.String(length=200), nullable=False),
         sa.Column("estimate", sa.JSON(), nullable=False),
+        sa.Column("body_hash", sa.String(length=64), nullable=False),
         sa.Column("estimate_micros", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("held_micros", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("refusal", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=False),
         sa.Column("closed_at", sa.BigInteger(), nullable=True),
         sa.CheckConstraint(
-            "status IN ('active', 'settled', 'voided', 'expired')", name=op.f("ck_authorizations_status")
+            "status IN ('active', 'settled', 'voided', 'expired', 'refused')",
+            name=op.f("ck_authorizations_status"),
         ),
         sa.CheckConstraint(
             "held_micros >= 0 AND estimate_micros >= 0", name=op.f("ck_authorizations_amounts_nonnegative")
@@ -237,6 +220,24 @@ def upgrade() -> None:
             batch_op.f("ix_authorizations_status_expires_at"), ["status", "expires_at"], unique=False
         )
 
+    op.create_table(
+        "balances",
+        sa.Column("practice_id", sa.String(length=64), nullable=False),
+        sa.Column("held_micros", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("credit_micros", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("period_id", sa.Integer(), nullable=True),
+        sa.Column("period_valid_until", sa.BigInteger(), nullable=True),
+        sa.Column("next_grant_expiry", sa.BigInteger(), nullable=True),
+        sa.CheckConstraint("credit_micros >= 0", name=op.f("ck_balances_credit_nonnegative")),
+        sa.CheckConstraint("held_micros >= 0", name=op.f("ck_balances_held_nonnegative")),
+        sa.ForeignKeyConstraint(
+            ["period_id"], ["periods.period_id"], name=op.f("fk_balances_period_id_periods")
+        ),
+        sa.ForeignKeyConstraint(
+            ["practice_id"], ["practices.practice_id"], name=op.f("fk_balances_practice_id_practices")
+        ),
+        sa.PrimaryKeyConstraint("practice_id", name=op.f("pk_balances")),
+    )
     op.create_table(
         "usage_events",
         sa.Column("event_id", sa.Integer(), autoincrement=True, nullable=False),
@@ -262,6 +263,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=10), nullable=False),
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("estimated", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("body_hash", sa.String(length=64), nullable=True),
         sa.Column("meta", sa.JSON(), nullable=True),
         sa.CheckConstraint(
             "status IN ('success', 'error', 'blocked', 'voided', 'expired')",
@@ -287,7 +289,11 @@ def upgrade() -> None:
             unique=False,
         )
         batch_op.create_index(
-            batch_op.f("ix_usage_events_practice_id_request_id"), ["practice_id", "request_id"], unique=False
+            "uq_usage_events_settlement",
+            ["practice_id", "request_id"],
+            unique=True,
+            sqlite_where=sa.text("status IN ('success', 'error')"),
+            postgresql_where=sa.text("status IN ('success', 'error')"),
         )
 
     op.create_table(
@@ -325,10 +331,15 @@ def downgrade() -> None:
 
     op.drop_table("allocations")
     with op.batch_alter_table("usage_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_usage_events_practice_id_request_id"))
+        batch_op.drop_index(
+            "uq_usage_events_settlement",
+            sqlite_where=sa.text("status IN ('success', 'error')"),
+            postgresql_where=sa.text("status IN ('success', 'error')"),
+        )
         batch_op.drop_index(batch_op.f("ix_usage_events_practice_id_occurred_at"))
 
     op.drop_table("usage_events")
+    op.drop_table("balances")
     with op.batch_alter_table("authorizations", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_authorizations_status_expires_at"))
 
@@ -346,9 +357,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_credit_grants_practice_id_priority_expires_at_grant_id"))
 
     op.drop_table("credit_grants")
-    op.drop_table("balances")
     op.drop_table("api_keys")
     op.drop_table("webhook_events")
     op.drop_table("practices")
     op.drop_table("plans")
-    op.drop_table("idempotency")

@@ -1,0 +1,1 @@
+"""Extra credit: prepaid grants usable across periods, and their expiry."""

@@ -1,0 +1,431 @@
+"""Authorize, settle, void and expire: holds against availability, and the posting of real cost.
+
+The two-phase life of a call (after TigerBeetle's pending transfers):
+
+    authorize ──> active ──settle──> settled     cost posted through the waterfall, hold released
+                        ├──void────> voided      hold released, nothing posted
+                        └──expire──> expired     hold released by the sweeper after its TTL
+    authorize ──> refused                        402; recorded as a `blocked` event
+
+Settling without an authorization is allowed (record-after-the-call), and so is settling after a
+hold expired or was voided: a call that happened is never lost. Every operation is idempotent on
+`(practice, request_id)`: the authorization row and the settlement event are their own idempotency
+records, so a replay finds what the first attempt wrote and returns it; the same id with another body
+is an `IdempotencyConflict`. All functions run inside the caller's write transaction and lock the
+practice first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from aibudget.accounts.service import Device, Practice, get_period
+from aibudget.credit import repository as credit_repository
+from aibudget.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
+from aibudget.ledger import repository
+from aibudget.ledger.estimate import Estimate
+from aibudget.ledger.metadata import scrub_metadata
+from aibudget.ledger.state import LedgerRules, State, load_state
+from aibudget.ledger.waterfall import Allocation, allocate
+from aibudget.money import to_decimal
+from aibudget.pricing.catalog import Price, PriceCatalog, Usage
+from aibudget.store.dialect import lock_practices
+from aibudget.views.refusal import refusal_payload
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
+_OPERATION = re.compile(r"[A-Za-z0-9._:-]{1,32}")
+SETTLE_STATUSES = ("success", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    authorization_id: str
+    practice_id: str
+    request_id: str
+    operation: str
+    model: str
+    status: str  # active | settled | voided | expired
+    estimate_micros: int
+    held_micros: int
+    created_at: datetime
+    expires_at: datetime
+
+    @property
+    def held_usd(self) -> Decimal:
+        return to_decimal(self.held_micros)
+
+    @property
+    def estimate_usd(self) -> Decimal:
+        return to_decimal(self.estimate_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused authorization: the 402 payload, as first given."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    event_id: int
+    practice_id: str
+    request_id: str
+    status: str
+    operation: str
+    model: str
+    priced_as: str | None
+    cost_micros: int
+    overage_micros: int
+    price_source: str | None
+    price_version: str | None
+    period_id: int | None
+    occurred_at: datetime
+    allocations: tuple[Allocation, ...]
+    replayed: bool = False  # True when this is the stored result of an earlier, identical settle
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return to_decimal(self.cost_micros)
+
+    @property
+    def overage_usd(self) -> Decimal:
+        return to_decimal(self.overage_micros)
+
+
+def _body_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _check(value: object, field: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidInput(f"{field}: {value!r} must be {what}", field=field)
+    return value
+
+
+def _request_id(request_id: object) -> str:
+    return _check(request_id, "request_id", _REQUEST_ID, "1-128 printable ASCII characters without spaces")
+
+
+def _operation(operation: object) -> str:
+    return _check(operation, "operation", _OPERATION, "1-32 characters of A-Z a-z 0-9 . _ : -")
+
+
+def _authorization(row: Row[Any]) -> Authorization:
+    return Authorization(
+        row.authorization_id,
+        row.practice_id,
+        row.request_id,
+        row.operation,
+        row.model,
+        row.status,
+        row.estimate_micros,
+        row.held_micros,
+        row.created_at,
+        row.expires_at,
+    )
+
+
+def _write_state(connection: Connection, practice: Practice, now: datetime, rules: LedgerRules) -> State:
+    state = load_state(connection, practice.practice_id, now=now, rules=rules, write=True)
+    assert state is not None  # a write load always brings the state up to date
+    return state
+
+
+def authorize(
+    connection: Connection,
+    practice: Practice,
+    *,
+    request_id: str,
+    operation: str,
+    model: str,
+    estimate: Estimate,
+    device: Device | None = None,
+    now: datetime,
+    rules: LedgerRules,
+    catalog: PriceCatalog,
+) -> Authorization | Refusal:
+    """Hold the estimated cost against the practice's availability, or refuse (SPEC §4)."""
+    body = {"operation": _operation(operation), "model": model, "estimate": estimate.as_json()}
+    body_hash = _body_hash(body)
+    state = _write_state(connection, practice, now, rules)
+    existing = repository.authorization(connection, practice.practice_id, _request_id(request_id))
+    if existing is not None:
+        if existing.body_hash != body_hash:
+            raise IdempotencyConflict(
+                f"request_id {request_id!r} was authorized with another body", field="request_id"
+            )
+        return Refusal(existing.refusal) if existing.status == "refused" else _authorization(existing)
+
+    usage = estimate.usage(default_max_output_tokens=rules.default_max_output_tokens)
+    estimated = catalog.price(model, usage, at=now)
+    available = state.available_micros
+    reason = None
+    if state.period is None:
+        reason = "no_active_subscription"
+    elif available <= 0:
+        reason = "included_exhausted_no_credit"
+    elif practice.policy == "strict" and estimated.cost_micros > available:
+        reason = "insufficient_for_estimate"
+    hold = 0 if reason else min(estimated.cost_micros, available)
+
+    authorization_id, expires_at = f"auth_{secrets.token_urlsafe(18)}", now + rules.hold_ttl
+    values = {
+        "authorization_id": authorization_id,
+        "practice_id": practice.practice_id,
+        "request_id": request_id,
+        "period_id": state.period.period_id if state.period else None,
+        "device_suffix": device.suffix if device else None,
+        "operation": operation,
+        "model": model,
+        "estimate": estimate.as_json(),
+        "body_hash": body_hash,
+        "estimate_micros": estimated.cost_micros,
+        "held_micros": hold,
+        "status": "refused" if reason else "active",
+        "created_at": now,
+        "expires_at": expires_at,
+    }
+    if reason:
+        payload = refusal_payload(state.snapshot(), reason=reason, request_id=request_id)
+        repository.insert_authorization(connection, {**values, "refusal": payload, "closed_at": now})
+        repository.insert_event(
+            connection,
+            _event_values(practice, state, request_id, operation, model, device, now, status="blocked")
+            | {"error_code": reason, "period_id": values["period_id"]},
+        )
+        return Refusal(payload)
+    repository.insert_authorization(connection, values)
+    repository.change_held(connection, practice.practice_id, hold)
+    return Authorization(
+        authorization_id,
+        practice.practice_id,
+        request_id,
+        operation,
+        model,
+        "active",
+        estimated.cost_micros,
+        hold,
+        now,
+        expires_at,
+    )
+
+
+def settle(
+    connection: Connection,
+    practice: Practice,
+    *,
+    request_id: str,
+    model: str,
+    usage: Usage,
+    operation: str | None = None,
+    status: str = "success",
+    error_code: str | None = None,
+    meta: dict[str, Any] | None = None,
+    estimated: bool = False,
+    device: Device | None = None,
+    now: datetime,
+    rules: LedgerRules,
+    catalog: PriceCatalog,
+) -> UsageEvent:
+    """Post the real cost of a call through the waterfall and release its hold, once per request."""
+    if status not in SETTLE_STATUSES:
+        raise InvalidInput(f"status: {status!r} is not one of success, error", field="status")
+    if error_code is not None and (not isinstance(error_code, str) or not 1 <= len(error_code) <= 64):
+        raise InvalidInput("error_code must be 1-64 characters", field="error_code")
+    scrubbed = scrub_metadata(meta)
+    body = {
+        "model": model,
+        "usage": usage,
+        "operation": operation,
+        "status": status,
+        "error_code": error_code,
+        "meta": scrubbed,
+        "estimated": estimated,
+    }
+    body_hash = _body_hash(body)
+    state = _write_state(connection, practice, now, rules)
+    existing = repository.settlement(connection, practice.practice_id, _request_id(request_id))
+    if existing is not None:
+        if existing.body_hash != body_hash:
+            raise IdempotencyConflict(
+                f"request_id {request_id!r} was settled with another body", field="request_id"
+            )
+        return _event(connection, existing, replayed=True)
+
+    held = repository.authorization(connection, practice.practice_id, request_id)
+    if operation is None:
+        operation = held.operation if held is not None else "unspecified"
+    price = catalog.price(model, usage, at=now)
+    period = state.period
+    if (
+        held is not None
+        and held.period_id is not None
+        and (period is None or held.period_id != period.period_id)
+    ):
+        period = get_period(connection, held.period_id)  # the call belongs to the period it was authorized in
+    grants = []
+    if price.cost_micros > (period.included_remaining_micros if period else 0) and state.credit_micros > 0:
+        grants = credit_repository.usable_grants(connection, practice.practice_id, now)
+    split = allocate(
+        price.cost_micros,
+        included_remaining_micros=period.included_remaining_micros if period else 0,
+        grants=grants,
+    )
+    overage = sum(part.amount_micros for part in split if part.pot == "overage")
+    values = (
+        _event_values(practice, state, request_id, _operation(operation), model, device, now, status=status)
+        | _usage_values(usage, price)
+        | {
+            "period_id": period.period_id if period else None,
+            "subscription_id": period.subscription_id if period else None,
+            "authorization_id": held.authorization_id if held is not None else None,
+            "device_suffix": device.suffix if device else (held.device_suffix if held is not None else None),
+            "overage_micros": overage,
+            "error_code": error_code,
+            "estimated": estimated,
+            "body_hash": body_hash,
+            "meta": scrubbed or None,
+        }
+    )
+    event_id = repository.insert_settlement(connection, values)
+    if event_id is None:  # impossible under the practice lock; never charge twice regardless
+        raise Conflict(f"request_id {request_id!r} is being settled concurrently", field="request_id")
+    repository.insert_allocations(connection, event_id, values["period_id"], split)
+    if period is not None:
+        included = sum(part.amount_micros for part in split if part.pot == "included")
+        repository.charge_period(
+            connection,
+            period.period_id,
+            included_micros=included,
+            cost_micros=price.cost_micros,
+            overage_micros=overage,
+        )
+    credit = [part for part in split if part.pot == "credit"]
+    for part in credit:
+        assert part.grant_id is not None
+        credit_repository.take_from_grant(connection, part.grant_id, part.amount_micros)
+    if credit:
+        credit_repository.change_credit(
+            connection,
+            practice.practice_id,
+            -sum(part.amount_micros for part in credit),
+            credit_repository.next_expiry(connection, practice.practice_id),
+        )
+    if held is not None and held.status == "active":
+        repository.close_authorization(connection, held.authorization_id, "settled", now)
+        repository.change_held(connection, practice.practice_id, -held.held_micros)
+    return _event(connection, repository.event(connection, event_id))
+
+
+def void(
+    connection: Connection, practice: Practice, *, request_id: str, now: datetime, rules: LedgerRules
+) -> Authorization:
+    """Release the hold of a call that was not made. Voiding twice returns the first result."""
+    state = _write_state(connection, practice, now, rules)
+    held = repository.authorization(connection, practice.practice_id, _request_id(request_id))
+    if held is None:
+        raise NotFound(f"request_id {request_id!r} has no authorization to void", field="request_id")
+    if held.status == "settled":
+        raise Conflict(f"request_id {request_id!r} is settled; its cost stands", field="request_id")
+    if held.status == "active":
+        _release(connection, practice, state, held, "voided", now)
+        held = repository.authorization(connection, practice.practice_id, request_id)
+        assert held is not None
+    return _authorization(held)
+
+
+def expire_holds(connection: Connection, *, now: datetime, rules: LedgerRules, limit: int = 1000) -> int:
+    """Release holds whose TTL has passed (the sweeper's job); returns how many expired."""
+    due = repository.due_authorizations(connection, now, limit)
+    lock_practices(connection, [row.practice_id for row in due])
+    expired = 0
+    for row in due:
+        state = load_state(connection, row.practice_id, now=now, rules=rules, write=True)
+        assert state is not None
+        expired += _release(connection, state.practice, state, row, "expired", now)
+    return expired
+
+
+def _release(
+    connection: Connection, practice: Practice, state: State, held: Row[Any], status: str, now: datetime
+) -> int:
+    if not repository.close_authorization(connection, held.authorization_id, status, now):
+        return 0  # settled or voided meanwhile
+    repository.change_held(connection, practice.practice_id, -held.held_micros)
+    repository.insert_event(
+        connection,
+        _event_values(practice, state, held.request_id, held.operation, held.model, None, now, status=status)
+        | {
+            "period_id": held.period_id,
+            "authorization_id": held.authorization_id,
+            "device_suffix": held.device_suffix,
+        },
+    )
+    return 1
+
+
+def _event_values(
+    practice: Practice,
+    state: State,
+    request_id: str,
+    operation: str,
+    model: str,
+    device: Device | None,
+    now: datetime,
+    *,
+    status: str,
+) -> dict[str, Any]:
+    return {
+        "occurred_at": now,
+        "practice_id": practice.practice_id,
+        "subscription_id": state.period.subscription_id if state.period else None,
+        "request_id": request_id,
+        "device_suffix": device.suffix if device else None,
+        "operation": operation,
+        "model": model,
+        "status": status,
+    }
+
+
+def _usage_values(usage: Usage, price: Price) -> dict[str, Any]:
+    return {
+        "priced_as": price.priced_as,
+        "price_source": price.source,
+        "price_version": price.version,
+        "cost_micros": price.cost_micros,
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "output_tokens": usage.output_tokens,
+        "input_audio_tokens": usage.input_audio_tokens,
+        "audio_ms": int((usage.seconds * 1000).to_integral_value(rounding=ROUND_CEILING)),
+    }
+
+
+def _event(connection: Connection, row: Row[Any], *, replayed: bool = False) -> UsageEvent:
+    return UsageEvent(
+        row.event_id,
+        row.practice_id,
+        row.request_id,
+        row.status,
+        row.operation,
+        row.model,
+        row.priced_as,
+        row.cost_micros,
+        row.overage_micros,
+        row.price_source,
+        row.price_version,
+        row.period_id,
+        row.occurred_at,
+        tuple(repository.allocations_of(connection, row.event_id)),
+        replayed,
+    )

@@ -1,0 +1,102 @@
+"""A practice's money at one instant, read in O(1) from its balance row and its current period.
+
+Loading state for a write also brings the rows up to date first: grants whose expiry has come are
+retired, and the current period is resolved again when the cached one has ended or a subscription,
+plan or practice change cleared it. A read that finds either due returns None, and the caller
+retries in a write transaction, so reads never write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from aibudget.accounts import service as accounts
+from aibudget.accounts.service import Period, Practice, Rules
+from aibudget.credit.service import expire_due_grants
+from aibudget.errors import NotFound
+from aibudget.ledger import repository
+from aibudget.store.dialect import lock_practices
+from aibudget.views.snapshot import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRules:
+    """Settings the ledger's decisions depend on."""
+
+    accounts: Rules = field(default_factory=Rules)
+    hold_ttl: timedelta = timedelta(minutes=10)
+    default_max_output_tokens: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    practice: Practice
+    held_micros: int
+    credit_micros: int
+    period: Period | None
+
+    @property
+    def available_micros(self) -> int:
+        """Included left + credit left - holds; may be negative when settled cost outran holds."""
+        included = self.period.included_remaining_micros if self.period else 0
+        return included + self.credit_micros - self.held_micros
+
+    def snapshot(self) -> Snapshot:
+        period = self.period
+        return Snapshot(
+            practice_id=self.practice.practice_id,
+            locale=self.practice.locale,
+            timezone=self.practice.timezone,
+            policy=self.practice.policy,
+            warning_percent=self.practice.warning_percent,
+            subscription_id=period.subscription_id if period else None,
+            plan=period.plan if period else None,
+            period_start=period.start if period else None,
+            period_end=period.end if period else None,
+            included_micros=period.included_micros if period else 0,
+            used_micros=period.used_micros if period else 0,
+            held_micros=self.held_micros,
+            included_remaining_micros=period.included_remaining_micros if period else 0,
+            extra_credit_remaining_micros=self.credit_micros,
+            overage_micros=period.overage_micros if period else 0,
+        )
+
+
+def _stale_period(row: Row[Any], now: datetime) -> bool:
+    if row.period_id is None:
+        return True
+    until: datetime | None = row.period_valid_until
+    return until is not None and not (row.period_start <= now.timestamp() < until.timestamp())
+
+
+def _grants_due(row: Row[Any], now: datetime) -> bool:
+    expiry: datetime | None = row.next_grant_expiry
+    return expiry is not None and expiry <= now
+
+
+def load_state(
+    connection: Connection, practice_id: str, *, now: datetime, rules: LedgerRules, write: bool
+) -> State | None:
+    """The practice's state; with `write`, locked and brought up to date (see module doc)."""
+    if write:
+        lock_practices(connection, [practice_id])
+    row = repository.state(connection, practice_id)
+    if row is None:
+        raise NotFound(f"practice {practice_id!r} does not exist", field="practice_id")
+    grants_due, period_stale = _grants_due(row, now), _stale_period(row, now)
+    if grants_due or period_stale:
+        if not write:
+            return None
+        if grants_due:
+            expire_due_grants(connection, practice_id, now)
+        if period_stale:
+            accounts.current_period(connection, practice_id, at=now, rules=rules.accounts)
+        row = repository.state(connection, practice_id)
+        assert row is not None
+    practice = Practice(row.practice_id, row.name, row.locale, row.timezone, row.policy, row.warning_percent)
+    period = None if row.period_id is None else accounts.period_from_row(row)
+    return State(practice, row.held_micros, row.credit_micros, period)

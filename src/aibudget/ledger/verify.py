@@ -1,0 +1,154 @@
+"""`verify`: recompute every cached balance from the ledger and list where they differ (G3).
+
+The ledger is the truth; the balance rows are a cache the hot path reads. They must agree:
+
+- each event's allocations add up to its cost, and its overage allocation to its `overage_micros`;
+- a period's `included_used`, `used` and `overage` are the sums of its events' allocations and costs;
+- a grant's `remaining + expired + Σ credit allocations = amount`;
+- a practice's `credit` is the sum of its grants' remaining, its `held` the sum of its active holds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+
+from aibudget.store import tables
+
+events, allocations = tables.usage_events, tables.allocations
+periods, grants, balances, authorizations = (
+    tables.periods,
+    tables.credit_grants,
+    tables.balances,
+    tables.authorizations,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    table: str
+    key: str
+    column: str
+    stored: int
+    recomputed: int
+
+    def __str__(self) -> str:
+        return f"{self.table}[{self.key}].{self.column}: stored {self.stored}, ledger says {self.recomputed}"
+
+
+def _compare(
+    table: str, stored: Iterable[tuple[object, Mapping[str, int]]], ledger: Mapping[Any, Mapping[str, int]]
+) -> list[Discrepancy]:
+    found = []
+    for key, columns in stored:
+        for column, value in columns.items():
+            recomputed = ledger.get(key, {}).get(column, 0)
+            if value != recomputed:
+                found.append(Discrepancy(table, str(key), column, value, recomputed))
+    return found
+
+
+def verify(connection: Connection) -> list[Discrepancy]:
+    """Every difference between the cached balances and the ledger; empty when the books balance."""
+    found: list[Discrepancy] = []
+
+    per_event = select(
+        allocations.c.event_id,
+        func.sum(allocations.c.amount_micros).label("allocated"),
+        func.sum(case((allocations.c.pot == "overage", allocations.c.amount_micros), else_=0)).label(
+            "overage"
+        ),
+    ).group_by(allocations.c.event_id)
+    ledger_events = {
+        row.event_id: {"cost_micros": row.allocated, "overage_micros": row.overage}
+        for row in connection.execute(per_event)
+    }
+    found += _compare(
+        "usage_events",
+        (
+            (row.event_id, {"cost_micros": row.cost_micros, "overage_micros": row.overage_micros})
+            for row in connection.execute(
+                select(events.c.event_id, events.c.cost_micros, events.c.overage_micros)
+            )
+        ),
+        ledger_events,
+    )
+
+    ledger_periods: dict[object, dict[str, int]] = defaultdict(dict)
+    settled = events.c.status.in_(("success", "error"))
+    for period_id, used, overage in connection.execute(
+        select(events.c.period_id, func.sum(events.c.cost_micros), func.sum(events.c.overage_micros))
+        .where(settled, events.c.period_id.is_not(None))
+        .group_by(events.c.period_id)
+    ).tuples():
+        ledger_periods[period_id] |= {"used_micros": used, "overage_micros": overage}
+    for period_id, included in connection.execute(
+        select(allocations.c.period_id, func.sum(allocations.c.amount_micros))
+        .where(allocations.c.pot == "included")
+        .group_by(allocations.c.period_id)
+    ).tuples():
+        ledger_periods[period_id]["included_used_micros"] = included
+    found += _compare(
+        "periods",
+        (
+            (
+                row.period_id,
+                {
+                    "included_used_micros": row.included_used_micros,
+                    "used_micros": row.used_micros,
+                    "overage_micros": row.overage_micros,
+                },
+            )
+            for row in connection.execute(select(periods))
+        ),
+        ledger_periods,
+    )
+
+    spent: dict[int, int] = dict(
+        list(
+            connection.execute(
+                select(allocations.c.grant_id, func.sum(allocations.c.amount_micros))
+                .where(allocations.c.pot == "credit")
+                .group_by(allocations.c.grant_id)
+            ).tuples()
+        )
+    )
+    credit_of: dict[str, dict[str, int]] = defaultdict(lambda: {"credit_micros": 0})
+    grant_rows = list(connection.execute(select(grants)))
+    found += _compare(
+        "credit_grants",
+        ((row.grant_id, {"remaining_micros": row.remaining_micros}) for row in grant_rows),
+        {
+            row.grant_id: {
+                "remaining_micros": row.amount_micros - row.expired_micros - spent.get(row.grant_id, 0)
+            }
+            for row in grant_rows
+        },
+    )
+    for row in grant_rows:
+        credit_of[row.practice_id]["credit_micros"] += row.remaining_micros
+    held_of: dict[str, int] = dict(
+        list(
+            connection.execute(
+                select(authorizations.c.practice_id, func.sum(authorizations.c.held_micros))
+                .where(authorizations.c.status == "active")
+                .group_by(authorizations.c.practice_id)
+            ).tuples()
+        )
+    )
+    ledger_balances = {key: {**value, "held_micros": held_of.get(key, 0)} for key, value in credit_of.items()}
+    for practice_id, held in held_of.items():
+        ledger_balances.setdefault(practice_id, {"credit_micros": 0, "held_micros": held})
+    found += _compare(
+        "balances",
+        (
+            (row.practice_id, {"credit_micros": row.credit_micros, "held_micros": row.held_micros})
+            for row in connection.execute(select(balances))
+        ),
+        ledger_balances,
+    )
+    return found
