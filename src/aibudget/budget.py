@@ -72,7 +72,10 @@ class Budget:
     ) -> Budget:
         """Open (and migrate) the database at `url`, default the configured one."""
         settings = settings or Settings.load()
-        return cls(open_engine(url or settings.resolved_database_url), settings, clock=clock)
+        engine = open_engine(
+            url or settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
+        return cls(engine, settings, clock=clock)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -172,10 +175,10 @@ class Budget:
     def resolve_practice(self, *, practice_id: str | None = None, device_id: str | None = None) -> Practice:
         """The practice a request spends from; a device of another practice raises `DeviceNotInPractice`."""
         with read_transaction(self.engine) as connection:
-            practice, _device = accounts.resolve(
+            resolved, _device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id
             )
-            return practice
+            return accounts.get_practice(connection, resolved)
 
     # gating and the ledger
 

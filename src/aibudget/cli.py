@@ -156,7 +156,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     from aibudget.store.engine import open_engine
 
     url = settings(ctx).resolved_database_url
-    open_engine(url, migrate=True).dispose()
+    open_engine(url, migrate=True, sqlite_synchronous=settings(ctx).sqlite_synchronous).dispose()
     typer.echo(f"database at {url} is up to date")
 
 

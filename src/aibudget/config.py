@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     fallback_output_usd_per_mtok: Rate = Decimal(15)
     fallback_audio_usd_per_minute: Rate = Decimal("0.02")
     default_provider: str = "openai"
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
     hold_ttl_seconds: int = Field(default=600, ge=1, le=86_400)
     sweep_interval_seconds: int = Field(default=30, ge=1, le=3_600)
     default_max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)

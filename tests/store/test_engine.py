@@ -127,3 +127,11 @@ def test_naive_instants_are_refused(database_url: str) -> None:
 def test_unusable_database_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigError, match="AIBUDGET_DATABASE_URL"):
         open_engine(url)
+
+
+def test_sqlite_syncs_every_commit_when_configured_full(database_url: str) -> None:
+    engine = open_engine(database_url, sqlite_synchronous="full")
+    with read_transaction(engine) as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    with read_transaction(open_engine(database_url)) as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, the default

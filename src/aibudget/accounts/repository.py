@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Row, select, update
 from aibudget.accounts.periods import PeriodKey
 from aibudget.store import tables
 from aibudget.store.dialect import insert_if_absent
+from aibudget.store.sql import Statement
 
 practices, plans, subscriptions = tables.practices, tables.plans, tables.subscriptions
 periods, devices, balances = tables.periods, tables.devices, tables.balances
@@ -119,6 +120,17 @@ def get_or_create_period(
 
 def get_period(connection: Connection, period_id: int) -> Row[Any]:
     return connection.execute(select(periods).where(periods.c.period_id == period_id)).one()
+
+
+_ACTIVE_DEVICE = Statement("""
+    SELECT practice_id, user_key FROM devices WHERE device_hash = :device_hash AND active = :active
+""")
+
+
+def active_device(connection: Connection, device_hash: str) -> tuple[str, str | None] | None:
+    """(practice_id, user_key) of an active device; on every device request, so a hand-written statement."""
+    row = _ACTIVE_DEVICE.one(connection, {"device_hash": device_hash, "active": True})
+    return None if row is None else (row[0], row[1])
 
 
 def get_device(connection: Connection, device_hash: str) -> Row[Any] | None:

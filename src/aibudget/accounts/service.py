@@ -299,7 +299,7 @@ def get_period(connection: Connection, period_id: int) -> Period:
     return period_from_row(repository.get_period(connection, period_id))
 
 
-def period_from_row(row: Row[Any]) -> Period:
+def period_from_row(row: Any) -> Period:
     """A Period from any row with the `periods` columns (the state query selects them too)."""
     return Period(
         row.period_id,
@@ -368,15 +368,18 @@ def deactivate_device(connection: Connection, secret: bytes, device_id: str, *, 
 
 def resolve(
     connection: Connection, secret: bytes, *, practice_id: str | None = None, device_id: str | None = None
-) -> tuple[Practice, Device | None]:
-    """The practice a request spends from: named, implied by its device, or both — if they agree."""
+) -> tuple[str, Device | None]:
+    """The id of the practice a request spends from: named, implied by its device, or both — if they
+    agree. Whether a named practice exists is left to the caller, which reads it anyway."""
     if device_id is None:
         if practice_id is None:
             raise InvalidInput("practice_id or a device id is required", field="practice_id")
-        return get_practice(connection, practice_id), None
-    row = repository.get_device(connection, device_hash(secret, device_id))
-    if row is None or not row.active:
+        return check_practice_id(practice_id), None
+    hashed = device_hash(secret, device_id)
+    found = repository.active_device(connection, hashed)
+    if found is None:
         raise Forbidden("this device is not bound to a practice or was deactivated", field="device_id")
-    if practice_id is not None and check_practice_id(practice_id) != row.practice_id:
+    owner, user_key = found
+    if practice_id is not None and check_practice_id(practice_id) != owner:
         raise DeviceNotInPractice("this device belongs to another practice", field="device_id")
-    return get_practice(connection, row.practice_id), _device(row)
+    return owner, Device(hashed, owner, user_key, True)

@@ -1,169 +1,279 @@
 """SQL for authorizations, usage events, allocations and the balance rows they move.
 
-Every balance change is a relative `UPDATE … SET x = x + :delta`, never a value computed from an
-earlier read, so the database's CHECKs see the true result. Callers own the transaction and hold the
-practice's lock (`store.dialect.lock_practices`).
+These statements are the hot path of every AI call, so they are hand-written `store.sql.Statement`s
+(see that module for why). Every balance change is a relative `UPDATE … SET x = x + :delta`, never a
+value computed from an earlier read, so the database's CHECKs see the true result. Callers own the
+transaction and hold the practice's lock (`store.dialect.lock_practices`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select
 
 from aibudget.ledger.waterfall import Allocation
 from aibudget.store import tables
-from aibudget.store.dialect import insert_if_absent
-
-practices, balances, periods = tables.practices, tables.balances, tables.periods
-authorizations, events, allocations = tables.authorizations, tables.usage_events, tables.allocations
-
-_SETTLEMENT = events.c.status.in_(("success", "error"))
-
-_STATE = select(
-    practices.c.practice_id,
-    practices.c.name,
-    practices.c.locale,
-    practices.c.timezone,
-    practices.c.policy,
-    practices.c.warning_percent,
-    balances.c.held_micros,
-    balances.c.credit_micros,
-    balances.c.period_id,
-    balances.c.period_valid_until,
-    balances.c.next_grant_expiry,
-    periods.c.subscription_id,
-    periods.c.period_start,
-    periods.c.period_end,
-    periods.c.plan,
-    periods.c.included_micros,
-    periods.c.included_used_micros,
-    periods.c.used_micros,
-    periods.c.overage_micros,
-).select_from(
-    practices.join(balances, balances.c.practice_id == practices.c.practice_id).outerjoin(
-        periods, periods.c.period_id == balances.c.period_id
-    )
-)
+from aibudget.store.sql import Statement, as_json, from_json, instant, micros
 
 
-def state(connection: Connection, practice_id: str) -> Row[Any] | None:
+class StateRow(NamedTuple):
+    practice_id: str
+    name: str
+    locale: str
+    timezone: str
+    policy: str
+    warning_percent: int
+    held_micros: int
+    credit_micros: int
+    period_id: int | None
+    period_valid_until: datetime | None
+    next_grant_expiry: datetime | None
+    subscription_id: str | None
+    period_start: int | None
+    period_end: int | None
+    plan: str | None
+    included_micros: int | None
+    included_used_micros: int | None
+    used_micros: int | None
+    overage_micros: int | None
+
+
+_STATE = Statement("""
+    SELECT p.practice_id, p.name, p.locale, p.timezone, p.policy, p.warning_percent,
+           b.held_micros, b.credit_micros, b.period_id, b.period_valid_until, b.next_grant_expiry,
+           r.subscription_id, r.period_start, r.period_end, r.plan,
+           r.included_micros, r.included_used_micros, r.used_micros, r.overage_micros
+    FROM practices p
+    JOIN balances b ON b.practice_id = p.practice_id
+    LEFT JOIN periods r ON r.period_id = b.period_id
+    WHERE p.practice_id = :practice_id
+""")
+
+
+def state(connection: Connection, practice_id: str) -> StateRow | None:
     """The practice, its balance row and its cached current period, in one query."""
-    return cast(
-        "Row[Any] | None", connection.execute(_STATE.where(practices.c.practice_id == practice_id)).first()
+    row = _STATE.one(connection, {"practice_id": practice_id})
+    if row is None:
+        return None
+    values = list(row)
+    values[9], values[10] = instant(values[9]), instant(values[10])
+    return StateRow(*values)
+
+
+class AuthorizationRow(NamedTuple):
+    authorization_id: str
+    practice_id: str
+    request_id: str
+    period_id: int | None
+    device_suffix: str | None
+    operation: str
+    model: str
+    body_hash: str
+    estimate_micros: int
+    held_micros: int
+    status: str
+    refusal: dict[str, Any] | None
+    created_at: datetime
+    expires_at: datetime
+
+
+_AUTHORIZATION_COLUMNS = ", ".join(AuthorizationRow._fields)
+_AUTHORIZATION = Statement(f"""
+    SELECT {_AUTHORIZATION_COLUMNS} FROM authorizations
+    WHERE practice_id = :practice_id AND request_id = :request_id
+""")
+_INSERT_AUTHORIZATION = Statement("""
+    INSERT INTO authorizations (authorization_id, practice_id, request_id, period_id, device_suffix,
+        operation, model, estimate, body_hash, estimate_micros, held_micros, status, refusal,
+        created_at, expires_at, closed_at)
+    VALUES (:authorization_id, :practice_id, :request_id, :period_id, :device_suffix, :operation, :model,
+        :estimate, :body_hash, :estimate_micros, :held_micros, :status, :refusal, :created_at, :expires_at,
+        :closed_at)
+""")
+_CLOSE_AUTHORIZATION = Statement("""
+    UPDATE authorizations SET status = :status, closed_at = :now
+    WHERE authorization_id = :authorization_id AND status = 'active'
+""")
+
+
+def _authorization(row: tuple[Any, ...]) -> AuthorizationRow:
+    values = list(row)
+    values[11], values[12], values[13] = from_json(values[11]), instant(values[12]), instant(values[13])
+    return AuthorizationRow(*values)
+
+
+def authorization(connection: Connection, practice_id: str, request_id: str) -> AuthorizationRow | None:
+    row = _AUTHORIZATION.one(connection, {"practice_id": practice_id, "request_id": request_id})
+    return None if row is None else _authorization(row)
+
+
+def insert_authorization(connection: Connection, values: dict[str, Any]) -> None:
+    """Insert a new authorization; the unique `(practice, request_id)` refuses a second one."""
+    _INSERT_AUTHORIZATION.run(
+        connection,
+        values
+        | {
+            "estimate": as_json(values["estimate"]),
+            "refusal": as_json(values.get("refusal")),
+            "created_at": micros(values["created_at"]),
+            "expires_at": micros(values["expires_at"]),
+            "closed_at": micros(values.get("closed_at")),
+        },
     )
-
-
-def authorization(connection: Connection, practice_id: str, request_id: str) -> Row[Any] | None:
-    return connection.execute(
-        select(authorizations).where(
-            authorizations.c.practice_id == practice_id, authorizations.c.request_id == request_id
-        )
-    ).first()
-
-
-def insert_authorization(connection: Connection, values: dict[str, Any]) -> bool:
-    """Insert unless the request already has an authorization; True if inserted."""
-    return insert_if_absent(connection, authorizations, ["practice_id", "request_id"], values) is not None
 
 
 def close_authorization(connection: Connection, authorization_id: str, status: str, now: datetime) -> bool:
     """Move an active authorization to `status`; False if it was no longer active."""
-    closed = connection.execute(
-        update(authorizations)
-        .where(authorizations.c.authorization_id == authorization_id, authorizations.c.status == "active")
-        .values(status=status, closed_at=now)
+    cursor = _CLOSE_AUTHORIZATION.run(
+        connection, {"authorization_id": authorization_id, "status": status, "now": micros(now)}
     )
-    return closed.rowcount == 1
+    return bool(cursor.rowcount == 1)
 
 
-def due_authorizations(connection: Connection, now: datetime, limit: int) -> list[Row[Any]]:
-    return list(
-        connection.execute(
-            select(authorizations)
-            .where(authorizations.c.status == "active", authorizations.c.expires_at <= now)
-            .order_by(authorizations.c.expires_at)
-            .limit(limit)
-        )
+def due_authorizations(connection: Connection, now: datetime, limit: int) -> list[AuthorizationRow]:
+    """Active authorizations past their expiry, oldest first (the sweeper's work list)."""
+    a = tables.authorizations
+    rows = connection.execute(
+        select(*(a.c[name] for name in AuthorizationRow._fields))
+        .where(a.c.status == "active", a.c.expires_at <= now)
+        .order_by(a.c.expires_at)
+        .limit(limit)
     )
+    return [AuthorizationRow(*row) for row in rows]
+
+
+_CHANGE_HELD = Statement("""
+    UPDATE balances SET held_micros = held_micros + :delta WHERE practice_id = :practice_id
+""")
+_CHARGE_PERIOD = Statement("""
+    UPDATE periods SET included_used_micros = included_used_micros + :included,
+        used_micros = used_micros + :cost, overage_micros = overage_micros + :overage
+    WHERE period_id = :period_id
+""")
 
 
 def change_held(connection: Connection, practice_id: str, delta_micros: int) -> None:
-    connection.execute(
-        update(balances)
-        .where(balances.c.practice_id == practice_id)
-        .values(held_micros=balances.c.held_micros + delta_micros)
-    )
+    _CHANGE_HELD.run(connection, {"practice_id": practice_id, "delta": delta_micros})
 
 
 def charge_period(
     connection: Connection, period_id: int, *, included_micros: int, cost_micros: int, overage_micros: int
 ) -> None:
-    connection.execute(
-        update(periods)
-        .where(periods.c.period_id == period_id)
-        .values(
-            included_used_micros=periods.c.included_used_micros + included_micros,
-            used_micros=periods.c.used_micros + cost_micros,
-            overage_micros=periods.c.overage_micros + overage_micros,
-        )
+    _CHARGE_PERIOD.run(
+        connection,
+        {"period_id": period_id, "included": included_micros, "cost": cost_micros, "overage": overage_micros},
     )
+
+
+class EventRow(NamedTuple):
+    event_id: int
+    occurred_at: datetime
+    practice_id: str
+    subscription_id: str | None
+    period_id: int | None
+    authorization_id: str | None
+    request_id: str
+    device_suffix: str | None
+    operation: str
+    model: str
+    priced_as: str | None
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    input_audio_tokens: int
+    audio_ms: int
+    cost_micros: int
+    overage_micros: int
+    price_source: str | None
+    price_version: str | None
+    status: str
+    error_code: str | None
+    estimated: bool
+    body_hash: str | None
+    meta: dict[str, Any] | None
+
+
+EVENT_DEFAULTS: dict[str, Any] = {
+    "subscription_id": None, "period_id": None, "authorization_id": None, "device_suffix": None,
+    "priced_as": None, "input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0,
+    "input_audio_tokens": 0, "audio_ms": 0, "cost_micros": 0, "overage_micros": 0, "price_source": None,
+    "price_version": None, "error_code": None, "estimated": False, "body_hash": None, "meta": None,
+}  # fmt: skip
+_EVENT_COLUMNS = EventRow._fields[1:]
+_INSERT_EVENT = f"""
+    INSERT INTO usage_events ({", ".join(_EVENT_COLUMNS)})
+    VALUES ({", ".join(":" + name for name in _EVENT_COLUMNS)})
+"""
+_INSERT_SETTLEMENT = Statement(
+    _INSERT_EVENT
+    + """ ON CONFLICT (practice_id, request_id) WHERE status IN ('success', 'error') DO NOTHING
+    RETURNING event_id"""
+)
+_INSERT_OTHER_EVENT = Statement(_INSERT_EVENT + " RETURNING event_id")
+_SETTLEMENT = Statement(f"""
+    SELECT {", ".join(EventRow._fields)} FROM usage_events
+    WHERE practice_id = :practice_id AND request_id = :request_id AND status IN ('success', 'error')
+""")
+
+
+def _event_params(values: dict[str, Any]) -> dict[str, Any]:
+    params = EVENT_DEFAULTS | values
+    params["occurred_at"] = micros(params["occurred_at"])
+    params["meta"] = as_json(params["meta"])
+    return params
 
 
 def insert_settlement(connection: Connection, values: dict[str, Any]) -> int | None:
     """Insert the settlement event of a request; None if the request is settled already."""
-    event_id: int | None = insert_if_absent(
-        connection, events, ["practice_id", "request_id"], values, where=_SETTLEMENT
-    )
-    return event_id
+    row = _INSERT_SETTLEMENT.one(connection, _event_params(values))
+    return None if row is None else int(row[0])
 
 
 def insert_event(connection: Connection, values: dict[str, Any]) -> int:
     """Insert a blocked, voided or expired event."""
-    event_id: int = connection.execute(
-        events.insert().values(**values).returning(events.c.event_id)
-    ).scalar_one()
-    return event_id
+    row = _INSERT_OTHER_EVENT.one(connection, _event_params(values))
+    assert row is not None
+    return int(row[0])
 
 
-def settlement(connection: Connection, practice_id: str, request_id: str) -> Row[Any] | None:
-    return connection.execute(
-        select(events).where(
-            events.c.practice_id == practice_id, events.c.request_id == request_id, _SETTLEMENT
-        )
-    ).first()
+def settlement(connection: Connection, practice_id: str, request_id: str) -> EventRow | None:
+    row = _SETTLEMENT.one(connection, {"practice_id": practice_id, "request_id": request_id})
+    if row is None:
+        return None
+    values = list(row)
+    values[1], values[22], values[24] = instant(values[1]), bool(values[22]), from_json(values[24])
+    return EventRow(*values)
 
 
-def event(connection: Connection, event_id: int) -> Row[Any]:
-    return connection.execute(select(events).where(events.c.event_id == event_id)).one()
+_INSERT_ALLOCATION = Statement("""
+    INSERT INTO allocations (event_id, seq, pot, period_id, grant_id, amount_micros)
+    VALUES (:event_id, :seq, :pot, :period_id, :grant_id, :amount_micros)
+""")
+_ALLOCATIONS = Statement("""
+    SELECT pot, amount_micros, grant_id FROM allocations WHERE event_id = :event_id ORDER BY seq
+""")
 
 
 def insert_allocations(
     connection: Connection, event_id: int, period_id: int | None, split: Sequence[Allocation]
 ) -> None:
-    if split:
-        connection.execute(
-            allocations.insert(),
-            [
-                {
-                    "event_id": event_id,
-                    "seq": seq,
-                    "pot": part.pot,
-                    "period_id": period_id if part.pot == "included" else None,
-                    "grant_id": part.grant_id,
-                    "amount_micros": part.amount_micros,
-                }
-                for seq, part in enumerate(split)
-            ],
+    for seq, part in enumerate(split):
+        _INSERT_ALLOCATION.run(
+            connection,
+            {
+                "event_id": event_id,
+                "seq": seq,
+                "pot": part.pot,
+                "period_id": period_id if part.pot == "included" else None,
+                "grant_id": part.grant_id,
+                "amount_micros": part.amount_micros,
+            },
         )
 
 
 def allocations_of(connection: Connection, event_id: int) -> list[Allocation]:
-    rows = connection.execute(
-        select(allocations.c.pot, allocations.c.amount_micros, allocations.c.grant_id)
-        .where(allocations.c.event_id == event_id)
-        .order_by(allocations.c.seq)
-    )
-    return [Allocation(row.pot, row.amount_micros, row.grant_id) for row in rows]
+    rows = _ALLOCATIONS.run(connection, {"event_id": event_id}).fetchall()
+    return [Allocation(pot, amount, grant_id) for pot, amount, grant_id in rows]

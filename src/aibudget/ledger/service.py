@@ -26,7 +26,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from aibudget.accounts.service import Device, Practice, get_period
 from aibudget.credit import repository as credit_repository
@@ -34,6 +34,7 @@ from aibudget.errors import Conflict, IdempotencyConflict, InvalidInput, NotFoun
 from aibudget.ledger import repository
 from aibudget.ledger.estimate import Estimate
 from aibudget.ledger.metadata import scrub_metadata
+from aibudget.ledger.repository import AuthorizationRow, EventRow
 from aibudget.ledger.state import LedgerRules, State, load_state
 from aibudget.ledger.waterfall import Allocation, allocate
 from aibudget.money import to_decimal
@@ -120,7 +121,7 @@ def _operation(operation: object) -> str:
     return _check(operation, "operation", _OPERATION, "1-32 characters of A-Z a-z 0-9 . _ : -")
 
 
-def _authorization(row: Row[Any]) -> Authorization:
+def _authorization(row: AuthorizationRow) -> Authorization:
     return Authorization(
         row.authorization_id,
         row.practice_id,
@@ -135,15 +136,15 @@ def _authorization(row: Row[Any]) -> Authorization:
     )
 
 
-def _write_state(connection: Connection, practice: Practice, now: datetime, rules: LedgerRules) -> State:
-    state = load_state(connection, practice.practice_id, now=now, rules=rules, write=True)
+def _write_state(connection: Connection, practice_id: str, now: datetime, rules: LedgerRules) -> State:
+    state = load_state(connection, practice_id, now=now, rules=rules, write=True)
     assert state is not None  # a write load always brings the state up to date
     return state
 
 
 def authorize(
     connection: Connection,
-    practice: Practice,
+    practice_id: str,
     *,
     request_id: str,
     operation: str,
@@ -157,14 +158,18 @@ def authorize(
     """Hold the estimated cost against the practice's availability, or refuse (SPEC §4)."""
     body = {"operation": _operation(operation), "model": model, "estimate": estimate.as_json()}
     body_hash = _body_hash(body)
-    state = _write_state(connection, practice, now, rules)
+    state = _write_state(connection, practice_id, now, rules)
+    practice = state.practice
     existing = repository.authorization(connection, practice.practice_id, _request_id(request_id))
     if existing is not None:
         if existing.body_hash != body_hash:
             raise IdempotencyConflict(
                 f"request_id {request_id!r} was authorized with another body", field="request_id"
             )
-        return Refusal(existing.refusal) if existing.status == "refused" else _authorization(existing)
+        if existing.status == "refused":
+            assert existing.refusal is not None
+            return Refusal(existing.refusal)
+        return _authorization(existing)
 
     usage = estimate.usage(default_max_output_tokens=rules.default_max_output_tokens)
     estimated = catalog.price(model, usage, at=now)
@@ -222,7 +227,7 @@ def authorize(
 
 def settle(
     connection: Connection,
-    practice: Practice,
+    practice_id: str,
     *,
     request_id: str,
     model: str,
@@ -253,7 +258,8 @@ def settle(
         "estimated": estimated,
     }
     body_hash = _body_hash(body)
-    state = _write_state(connection, practice, now, rules)
+    state = _write_state(connection, practice_id, now, rules)
+    practice = state.practice
     existing = repository.settlement(connection, practice.practice_id, _request_id(request_id))
     if existing is not None:
         if existing.body_hash != body_hash:
@@ -324,14 +330,30 @@ def settle(
     if held is not None and held.status == "active":
         repository.close_authorization(connection, held.authorization_id, "settled", now)
         repository.change_held(connection, practice.practice_id, -held.held_micros)
-    return _event(connection, repository.event(connection, event_id))
+    return UsageEvent(
+        event_id,
+        practice.practice_id,
+        request_id,
+        status,
+        values["operation"],
+        model,
+        price.priced_as,
+        price.cost_micros,
+        overage,
+        price.source,
+        price.version,
+        values["period_id"],
+        now,
+        tuple(split),
+    )
 
 
 def void(
-    connection: Connection, practice: Practice, *, request_id: str, now: datetime, rules: LedgerRules
+    connection: Connection, practice_id: str, *, request_id: str, now: datetime, rules: LedgerRules
 ) -> Authorization:
     """Release the hold of a call that was not made. Voiding twice returns the first result."""
-    state = _write_state(connection, practice, now, rules)
+    state = _write_state(connection, practice_id, now, rules)
+    practice = state.practice
     held = repository.authorization(connection, practice.practice_id, _request_id(request_id))
     if held is None:
         raise NotFound(f"request_id {request_id!r} has no authorization to void", field="request_id")
@@ -357,7 +379,12 @@ def expire_holds(connection: Connection, *, now: datetime, rules: LedgerRules, l
 
 
 def _release(
-    connection: Connection, practice: Practice, state: State, held: Row[Any], status: str, now: datetime
+    connection: Connection,
+    practice: Practice,
+    state: State,
+    held: AuthorizationRow,
+    status: str,
+    now: datetime,
 ) -> int:
     if not repository.close_authorization(connection, held.authorization_id, status, now):
         return 0  # settled or voided meanwhile
@@ -411,7 +438,7 @@ def _usage_values(usage: Usage, price: Price) -> dict[str, Any]:
     }
 
 
-def _event(connection: Connection, row: Row[Any], *, replayed: bool = False) -> UsageEvent:
+def _event(connection: Connection, row: EventRow, *, replayed: bool = False) -> UsageEvent:
     return UsageEvent(
         row.event_id,
         row.practice_id,

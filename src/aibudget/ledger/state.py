@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import cast
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from aibudget.accounts import service as accounts
-from aibudget.accounts.service import Period, Practice, Rules
+from aibudget.accounts.service import Period, Policy, Practice, Rules
 from aibudget.credit.service import expire_due_grants
 from aibudget.errors import NotFound
 from aibudget.ledger import repository
+from aibudget.ledger.repository import StateRow
 from aibudget.store.dialect import lock_practices
 from aibudget.views.snapshot import Snapshot
 
@@ -66,16 +67,16 @@ class State:
         )
 
 
-def _stale_period(row: Row[Any], now: datetime) -> bool:
+def _stale_period(row: StateRow, now: datetime) -> bool:
     if row.period_id is None:
         return True
-    until: datetime | None = row.period_valid_until
-    return until is not None and not (row.period_start <= now.timestamp() < until.timestamp())
+    until = row.period_valid_until
+    start = row.period_start or 0
+    return until is not None and not (start <= now.timestamp() < until.timestamp())
 
 
-def _grants_due(row: Row[Any], now: datetime) -> bool:
-    expiry: datetime | None = row.next_grant_expiry
-    return expiry is not None and expiry <= now
+def _grants_due(row: StateRow, now: datetime) -> bool:
+    return row.next_grant_expiry is not None and row.next_grant_expiry <= now
 
 
 def load_state(
@@ -97,6 +98,8 @@ def load_state(
             accounts.current_period(connection, practice_id, at=now, rules=rules.accounts)
         row = repository.state(connection, practice_id)
         assert row is not None
-    practice = Practice(row.practice_id, row.name, row.locale, row.timezone, row.policy, row.warning_percent)
+    practice = Practice(
+        row.practice_id, row.name, row.locale, row.timezone, cast(Policy, row.policy), row.warning_percent
+    )
     period = None if row.period_id is None else accounts.period_from_row(row)
     return State(practice, row.held_micros, row.credit_micros, period)

@@ -84,13 +84,13 @@ def verify(connection: Connection) -> list[Discrepancy]:
         select(events.c.period_id, func.sum(events.c.cost_micros), func.sum(events.c.overage_micros))
         .where(settled, events.c.period_id.is_not(None))
         .group_by(events.c.period_id)
-    ).tuples():
+    ):
         ledger_periods[period_id] |= {"used_micros": used, "overage_micros": overage}
     for period_id, included in connection.execute(
         select(allocations.c.period_id, func.sum(allocations.c.amount_micros))
         .where(allocations.c.pot == "included")
         .group_by(allocations.c.period_id)
-    ).tuples():
+    ):
         ledger_periods[period_id]["included_used_micros"] = included
     found += _compare(
         "periods",
@@ -114,7 +114,7 @@ def verify(connection: Connection) -> list[Discrepancy]:
                 select(allocations.c.grant_id, func.sum(allocations.c.amount_micros))
                 .where(allocations.c.pot == "credit")
                 .group_by(allocations.c.grant_id)
-            ).tuples()
+            )
         )
     )
     credit_of: dict[str, dict[str, int]] = defaultdict(lambda: {"credit_micros": 0})
@@ -137,7 +137,7 @@ def verify(connection: Connection) -> list[Discrepancy]:
                 select(authorizations.c.practice_id, func.sum(authorizations.c.held_micros))
                 .where(authorizations.c.status == "active")
                 .group_by(authorizations.c.practice_id)
-            ).tuples()
+            )
         )
     )
     ledger_balances = {key: {**value, "held_micros": held_of.get(key, 0)} for key, value in credit_of.items()}

@@ -30,8 +30,14 @@ _WRITE = "aibudget_write"
 _MIGRATION_LOCK_KEY = 0x0A1B_0D6E
 
 
-def install_sqlite_transactions(engine: Engine) -> None:
-    """Take transaction control from the sqlite3 module so `BEGIN IMMEDIATE` is ours to emit."""
+def install_sqlite_transactions(engine: Engine, *, synchronous: str = "normal") -> None:
+    """Take transaction control from the sqlite3 module so `BEGIN IMMEDIATE` is ours to emit.
+
+    `synchronous`: under WAL, `normal` survives any crash of the process but may lose the last
+    commits on a power cut or OS crash; `full` syncs every commit to disk and costs a sync each.
+    """
+    if synchronous not in ("normal", "full"):
+        raise ValueError(f"synchronous must be normal or full, not {synchronous!r}")
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -39,7 +45,7 @@ def install_sqlite_transactions(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         for pragma in (
             "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=NORMAL",  # durable across process crashes; WAL keeps it consistent
+            f"PRAGMA synchronous={synchronous.upper()}",
             "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=30000",
         ):
@@ -49,7 +55,11 @@ def install_sqlite_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         write = connection.get_execution_options().get(_WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # straight to the driver: this runs for every transaction, and SQLAlchemy's own execution
+        # path costs more than the BEGIN itself
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 @contextmanager

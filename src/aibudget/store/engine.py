@@ -16,7 +16,7 @@ from aibudget.store.dialect import install_sqlite_transactions, lock_migrations,
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def open_engine(url: str, *, migrate: bool = True) -> Engine:
+def open_engine(url: str, *, migrate: bool = True, sqlite_synchronous: str = "normal") -> Engine:
     """An engine for `url`; with `migrate`, the schema is brought to the newest version first."""
     try:
         parsed = make_url(url)
@@ -30,7 +30,7 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
             )
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-        install_sqlite_transactions(engine)
+        install_sqlite_transactions(engine, synchronous=sqlite_synchronous)
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
     else:
