@@ -23,6 +23,8 @@ from sqlalchemy import Engine
 
 from aibudget.accounts import service as accounts
 from aibudget.accounts.service import Device, Period, Plan, Practice, Rules, Subscription
+from aibudget.auth import service as auth
+from aibudget.auth.service import ApiKey, Principal
 from aibudget.config import Settings
 from aibudget.credit import repository as credit_repository
 from aibudget.credit import service as credit
@@ -325,6 +327,33 @@ class Budget:
             for practice_id in credit_repository.practices_with_due_grants(connection, now):
                 load_state(connection, practice_id, now=now, rules=self.rules, write=True)
         return expired
+
+    # API keys
+
+    def create_key(
+        self, *, role: str, practice_id: str | None = None, label: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new API key and its text, shown this once: only its hash is stored."""
+        with write_transaction(self.engine) as connection:
+            return auth.create_key(
+                connection, role=role, practice_id=practice_id, label=label, now=self.clock()
+            )
+
+    def authenticate(self, presented: str | None) -> Principal:
+        """Who a presented API key stands for; raises `Unauthorized`."""
+        admin = self.settings.admin_key
+        with read_transaction(self.engine) as connection:
+            return auth.authenticate(
+                connection, presented, admin_key=admin.get_secret_value() if admin else None
+            )
+
+    def api_keys(self) -> list[ApiKey]:
+        with read_transaction(self.engine) as connection:
+            return auth.list_keys(connection)
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        with write_transaction(self.engine) as connection:
+            return auth.revoke_key(connection, key_id, now=self.clock())
 
     def verify(self) -> list[Discrepancy]:
         """Every difference between cached balances and the ledger; empty when the books balance."""

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/aibudget.sqlite3"
     )
+    admin_key: SecretStr | None = Field(
+        default=None, description="accepted as an admin API key (for automation); at least 32 characters"
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="keys device hashes; generated into <data_dir>/secret_key if unset"
     )
@@ -96,7 +99,7 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "admin_key")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
@@ -138,7 +141,7 @@ class Settings(BaseSettings):
             problems = []
             for error in exc.errors():
                 name = ".".join(str(part) for part in error["loc"])
-                shown = "<hidden>" if name == "secret_key" else repr(error.get("input"))
+                shown = "<hidden>" if name in ("secret_key", "admin_key") else repr(error.get("input"))
                 message = error["msg"].removeprefix("Value error, ")
                 problems.append(f"{ENV_PREFIX}{name.upper()}={shown}: {message}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

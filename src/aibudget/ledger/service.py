@@ -59,6 +59,7 @@ class Authorization:
     held_micros: int
     created_at: datetime
     expires_at: datetime
+    replayed: bool = False  # True when this is the stored result of an earlier, identical authorize
 
     @property
     def held_usd(self) -> Decimal:
@@ -121,7 +122,7 @@ def _operation(operation: object) -> str:
     return _check(operation, "operation", _OPERATION, "1-32 characters of A-Z a-z 0-9 . _ : -")
 
 
-def _authorization(row: AuthorizationRow) -> Authorization:
+def _authorization(row: AuthorizationRow, *, replayed: bool = False) -> Authorization:
     return Authorization(
         row.authorization_id,
         row.practice_id,
@@ -133,6 +134,7 @@ def _authorization(row: AuthorizationRow) -> Authorization:
         row.held_micros,
         row.created_at,
         row.expires_at,
+        replayed,
     )
 
 
@@ -169,7 +171,7 @@ def authorize(
         if existing.status == "refused":
             assert existing.refusal is not None
             return Refusal(existing.refusal)
-        return _authorization(existing)
+        return _authorization(existing, replayed=True)
 
     usage = estimate.usage(default_max_output_tokens=rules.default_max_output_tokens)
     estimated = catalog.price(model, usage, at=now)

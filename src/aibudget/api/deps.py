@@ -1,0 +1,59 @@
+"""What routes depend on, as `Annotated` aliases: the `Budget`, the caller, the role it must have."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from aibudget.auth.service import Principal, Role
+from aibudget.budget import Budget
+from aibudget.errors import Forbidden
+
+
+def get_budget(request: Request) -> Budget:
+    budget: Budget = request.app.state.budget
+    return budget
+
+
+BudgetDep = Annotated[Budget, Depends(get_budget)]
+
+
+def get_principal(
+    budget: BudgetDep,
+    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+) -> Principal:
+    presented = None
+    if authorization and authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip()
+    return budget.authenticate(presented)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: Role) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in roles:
+            raise Forbidden(f"this needs a key with role {' or '.join(roles)}; yours is {principal.role}")
+        return principal
+
+    return check
+
+
+Admin = Annotated[Principal, Depends(require("admin"))]
+Gatekeeper = Annotated[Principal, Depends(require("admin", "service", "practice"))]
+Reader = Annotated[Principal, Depends(require("admin", "service"))]
+DeviceId = Annotated[
+    str | None, Header(alias="X-Device-Id", description="the desktop installation making the call")
+]
+
+
+def practice_scope(principal: Principal, practice_id: str | None) -> str | None:
+    """The practice a request may act on: a practice key only ever its own (G7)."""
+    if principal.role != "practice":
+        return practice_id
+    if practice_id is not None and practice_id != principal.practice_id:
+        raise Forbidden("this key belongs to another practice", field="practice_id")
+    return principal.practice_id

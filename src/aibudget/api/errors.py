@@ -1,0 +1,89 @@
+"""Every error response is `application/problem+json` (RFC 9457) with an `error_code`; mapped here once.
+
+Deliberate errors carry their status (`AibudgetError.http_status`); a refused authorization is a 402
+whose body is the refusal payload of SPEC §4 plus the problem fields; bad input is a 422 naming the
+field. Anything unexpected is logged with its traceback and answered with a bare 500 problem: the
+client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aibudget.errors import AibudgetError, BudgetExceeded
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE", 409: "CONFLICT", 413: "BODY_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "INVALID_INPUT", 429: "TOO_MANY_REQUESTS", 503: "UNAVAILABLE",
+}  # fmt: skip
+
+
+def problem(status: int, *, error_code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {
+        "type": f"/problems/{error_code.lower().replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "error_code": error_code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field(location: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _aibudget_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AibudgetError)
+    if isinstance(exc, BudgetExceeded):
+        return problem(402, title=exc.title, detail=exc.detail, **exc.payload)
+    extra = {"field": exc.field} if exc.field else {}
+    response = problem(exc.http_status, error_code=exc.code, title=exc.title, detail=exc.detail, **extra)
+    if exc.http_status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": _field(error["loc"]), "message": error["msg"]} for error in exc.errors()]
+    detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    return problem(422, error_code="INVALID_INPUT", title="Invalid input", detail=detail,
+                   field=errors[0]["field"] if errors else "body", errors=errors)  # fmt: skip
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    response = problem(exc.status_code, error_code=code, title=code.replace("_", " ").capitalize(),
+                       detail=str(exc.detail))  # fmt: skip
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error", exc_info=exc)
+    detail = "the request failed on our side; retrying with the same request_id is safe"
+    return problem(500, error_code="INTERNAL", title="Internal error", detail=detail)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AibudgetError, _aibudget_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,203 @@
+"""Routes of the gate: authorize before a call, settle (record usage) after it, void a hold.
+
+Callers: the vendor's backend with a service key (naming the practice or a device), or the desktop
+with a practice key (its own practice only, optionally naming its device). Replays are idempotent:
+201 the first time, 200 with the same body after.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, practice_scope
+from aibudget.ledger.service import Authorization, UsageEvent
+from aibudget.money import format_usd
+
+router = APIRouter(prefix="/v1", tags=["gate"])
+
+Count = Annotated[StrictInt, Field(ge=0, le=10**12)]
+Seconds = Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False, max_digits=16, decimal_places=3)]
+PracticeId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+Operation = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._:-]+$")]
+Model = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EstimateIn(Strict):
+    input_tokens: Count | None = None
+    prompt_chars: Count | None = Field(default=None, description="bound the input from the prompt's size")
+    max_output_tokens: Count | None = None
+    audio_seconds: Seconds | None = None
+
+
+class AuthorizeIn(Strict):
+    practice_id: PracticeId | None = None
+    request_id: RequestId
+    operation: Operation
+    model: Model
+    estimate: EstimateIn = EstimateIn()
+
+
+class AuthorizationOut(BaseModel):
+    authorization_id: str
+    request_id: str
+    practice_id: str
+    status: str
+    held_usd: str
+    estimate_usd: str
+    expires_at: datetime
+    budget: dict[str, Any]
+
+
+class UsageIn(Strict):
+    input_tokens: Count = 0
+    cached_input_tokens: Count = 0
+    output_tokens: Count = 0
+    input_audio_tokens: Count = 0
+    audio_seconds: Seconds = Decimal(0)
+
+
+class SettleIn(Strict):
+    request_id: RequestId
+    practice_id: PracticeId | None = None
+    operation: Operation | None = None
+    model: Model
+    status: Literal["success", "error"] = "success"
+    usage: UsageIn = UsageIn()
+    error_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    meta: dict[str, Any] | None = Field(
+        default=None, description="flat object, <= 32 scalar values; scrubbed"
+    )
+
+
+class AllocationOut(BaseModel):
+    pot: str
+    amount_usd: str
+    grant_id: int | None
+
+
+class UsageOut(BaseModel):
+    event_id: int
+    request_id: str
+    practice_id: str
+    status: str
+    model: str
+    priced_as: str | None
+    cost_usd: str
+    overage_usd: str
+    price_source: str | None
+    price_version: str | None
+    allocations: list[AllocationOut]
+    budget: dict[str, Any]
+
+
+class VoidIn(Strict):
+    practice_id: PracticeId | None = None
+
+
+def _authorization(authorization: Authorization, budget: BudgetDep) -> AuthorizationOut:
+    return AuthorizationOut(
+        authorization_id=authorization.authorization_id,
+        request_id=authorization.request_id,
+        practice_id=authorization.practice_id,
+        status=authorization.status,
+        held_usd=format_usd(authorization.held_micros),
+        estimate_usd=format_usd(authorization.estimate_micros),
+        expires_at=authorization.expires_at,
+        budget=budget.snapshot(authorization.practice_id).client_view().as_json(),
+    )
+
+
+def _usage(event: UsageEvent, budget: BudgetDep) -> UsageOut:
+    return UsageOut(
+        event_id=event.event_id,
+        request_id=event.request_id,
+        practice_id=event.practice_id,
+        status=event.status,
+        model=event.model,
+        priced_as=event.priced_as,
+        cost_usd=format_usd(event.cost_micros),
+        overage_usd=format_usd(event.overage_micros),
+        price_source=event.price_source,
+        price_version=event.price_version,
+        allocations=[
+            AllocationOut(pot=part.pot, amount_usd=format_usd(part.amount_micros), grant_id=part.grant_id)
+            for part in event.allocations
+        ],
+        budget=budget.snapshot(event.practice_id).client_view().as_json(),
+    )
+
+
+@router.post(
+    "/authorizations",
+    status_code=201,
+    responses={200: {"description": "a replay: the first result"}, 402: {"description": "refused"}},
+)
+def authorize(
+    body: AuthorizeIn,
+    principal: Gatekeeper,
+    budget: BudgetDep,
+    response: Response,
+    device_id: DeviceId = None,
+) -> AuthorizationOut:
+    """Hold the estimated cost of a call before making it; 402 with the refusal when nothing is left."""
+    authorization = budget.authorize(
+        practice_id=practice_scope(principal, body.practice_id),
+        device_id=device_id,
+        request_id=body.request_id,
+        operation=body.operation,
+        model=body.model,
+        **body.estimate.model_dump(),
+    )
+    if authorization.replayed:
+        response.status_code = 200
+    return _authorization(authorization, budget)
+
+
+@router.post("/authorizations/{request_id}/void", responses={404: {}, 409: {}})
+def void(
+    request_id: RequestId,
+    principal: Gatekeeper,
+    budget: BudgetDep,
+    body: VoidIn | None = None,
+    device_id: DeviceId = None,
+) -> AuthorizationOut:
+    """Release the hold of a call that was not made (idempotent)."""
+    authorization = budget.void(
+        practice_id=practice_scope(principal, body.practice_id if body else None),
+        device_id=device_id,
+        request_id=request_id,
+    )
+    return _authorization(authorization, budget)
+
+
+@router.post(
+    "/usage", status_code=201, responses={200: {"description": "a replay: the first result"}, 409: {}}
+)
+def settle(
+    body: SettleIn, principal: Gatekeeper, budget: BudgetDep, response: Response, device_id: DeviceId = None
+) -> UsageOut:
+    """Record a call's real usage: priced, charged to the right pot, its hold released."""
+    event = budget.settle(
+        practice_id=practice_scope(principal, body.practice_id),
+        device_id=device_id,
+        request_id=body.request_id,
+        model=body.model,
+        operation=body.operation,
+        status=body.status,
+        error_code=body.error_code,
+        meta=body.meta,
+        **body.usage.model_dump(),
+    )
+    if event.replayed:
+        response.status_code = 200
+    return _usage(event, budget)
