@@ -15,7 +15,7 @@ b.price("gpt-4o-mini", input_tokens=1200, output_tokens=600).cost_usd
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,8 +30,10 @@ from aibudget.credit import repository as credit_repository
 from aibudget.credit import service as credit
 from aibudget.credit.service import CreditGrant
 from aibudget.errors import BudgetExceeded
+from aibudget.ledger import reports
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
+from aibudget.ledger.reports import UsageReport
 from aibudget.ledger.service import Authorization, Refusal, UsageEvent
 from aibudget.ledger.state import LedgerRules, load_state
 from aibudget.ledger.verify import Discrepancy, verify
@@ -250,7 +252,7 @@ class Budget:
         usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
         with write_transaction(self.engine) as connection:
             practice, device = accounts.resolve(
-                connection, self._secret, practice_id=practice_id, device_id=device_id
+                connection, self._secret, practice_id=practice_id, device_id=device_id, recording=True
             )
             return ledger.settle(
                 connection,
@@ -327,6 +329,23 @@ class Budget:
             for practice_id in credit_repository.practices_with_due_grants(connection, now):
                 load_state(connection, practice_id, now=now, rules=self.rules, write=True)
         return expired
+
+    def usage_report(
+        self,
+        practice_id: str,
+        *,
+        since: date | datetime | None = None,
+        until: date | datetime | None = None,
+        group_by: str | None = None,
+        limit: int = reports.DEFAULT_LIMIT,
+    ) -> UsageReport:
+        """The practice's events in `[since, until)`, newest first (at most `limit`), or their totals
+        per `group_by` (`day` in the practice's timezone, `model`, `operation`); dates are midnight
+        in the practice's timezone. Render with `aibudget.views.report`."""
+        with read_transaction(self.engine) as connection:
+            return reports.usage_report(
+                connection, practice_id, since=since, until=until, group_by=group_by, limit=limit
+            )
 
     # API keys
 

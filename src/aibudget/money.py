@@ -13,6 +13,8 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from aibudget.errors import InvalidInput
 
 MICROS_PER_USD = 1_000_000
+# Amounts people type are capped far above any real budget and far below what a 64-bit column holds
+MAX_AMOUNT_USD = 1_000_000_000
 _MICRO = Decimal("0.000001")
 
 USDInput = Decimal | str | int
@@ -43,6 +45,8 @@ def parse_usd(value: object, *, field: str, allow_negative: bool = False) -> int
     amount = _to_decimal(value, field)
     if amount < 0 and not allow_negative:
         raise InvalidInput(f"{field}: {value!r} is negative", field=field)
+    if abs(amount) > MAX_AMOUNT_USD:
+        raise InvalidInput(f"{field}: {value!r} is more than {MAX_AMOUNT_USD:,} USD", field=field)
     micros = amount * MICROS_PER_USD
     if micros != micros.to_integral_value():
         raise InvalidInput(f"{field}: {value!r} has more than 6 decimal places", field=field)
@@ -53,6 +57,10 @@ def cost_to_micros(cost_usd: Decimal) -> int:
     """A computed cost in USD, rounded up to the next micro-USD."""
     if not cost_usd.is_finite() or cost_usd < 0:
         raise ValueError(f"cost must be finite and non-negative, got {cost_usd}")
+    if cost_usd > MAX_AMOUNT_USD:
+        raise InvalidInput(
+            f"the usage would cost {cost_usd:.2f} USD: more than any single call can", field="usage"
+        )
     return int((cost_usd * MICROS_PER_USD).to_integral_value(rounding=ROUND_CEILING))
 
 

@@ -122,15 +122,13 @@ def get_period(connection: Connection, period_id: int) -> Row[Any]:
     return connection.execute(select(periods).where(periods.c.period_id == period_id)).one()
 
 
-_ACTIVE_DEVICE = Statement("""
-    SELECT practice_id, user_key FROM devices WHERE device_hash = :device_hash AND active = :active
-""")
+_DEVICE = Statement("SELECT practice_id, user_key, active FROM devices WHERE device_hash = :device_hash")
 
 
-def active_device(connection: Connection, device_hash: str) -> tuple[str, str | None] | None:
-    """(practice_id, user_key) of an active device; on every device request, so a hand-written statement."""
-    row = _ACTIVE_DEVICE.one(connection, {"device_hash": device_hash, "active": True})
-    return None if row is None else (row[0], row[1])
+def device_binding(connection: Connection, device_hash: str) -> tuple[str, str | None, bool] | None:
+    """(practice_id, user_key, active) of a device; on every device request, so a hand-written statement."""
+    row = _DEVICE.one(connection, {"device_hash": device_hash})
+    return None if row is None else (row[0], row[1], bool(row[2]))
 
 
 def get_device(connection: Connection, device_hash: str) -> Row[Any] | None:

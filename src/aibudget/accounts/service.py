@@ -367,19 +367,28 @@ def deactivate_device(connection: Connection, secret: bytes, device_id: str, *, 
 
 
 def resolve(
-    connection: Connection, secret: bytes, *, practice_id: str | None = None, device_id: str | None = None
+    connection: Connection,
+    secret: bytes,
+    *,
+    practice_id: str | None = None,
+    device_id: str | None = None,
+    recording: bool = False,
 ) -> tuple[str, Device | None]:
     """The id of the practice a request spends from: named, implied by its device, or both — if they
-    agree. Whether a named practice exists is left to the caller, which reads it anyway."""
+    agree. Whether a named practice exists is left to the caller, which reads it anyway.
+
+    A deactivated device can make no new call, but with `recording` (a settle) the call it already
+    made is still recorded against its practice: a call that happened is never lost.
+    """
     if device_id is None:
         if practice_id is None:
             raise InvalidInput("practice_id or a device id is required", field="practice_id")
         return check_practice_id(practice_id), None
     hashed = device_hash(secret, device_id)
-    found = repository.active_device(connection, hashed)
-    if found is None:
+    found = repository.device_binding(connection, hashed)
+    if found is None or not (found[2] or recording):
         raise Forbidden("this device is not bound to a practice or was deactivated", field="device_id")
-    owner, user_key = found
+    owner, user_key, active = found
     if practice_id is not None and check_practice_id(practice_id) != owner:
         raise DeviceNotInPractice("this device belongs to another practice", field="device_id")
-    return owner, Device(hashed, owner, user_key, True)
+    return owner, Device(hashed, owner, user_key, active)

@@ -52,6 +52,19 @@ def take_from_grant(connection: Connection, grant_id: int, amount_micros: int) -
     )
 
 
+def credit_expiring_by(connection: Connection, practice_id: str, moment: datetime) -> int:
+    """Money left on the practice's grants that expire by `moment`."""
+    total: int | None = connection.execute(
+        select(func.sum(grants.c.remaining_micros)).where(
+            grants.c.practice_id == practice_id,
+            grants.c.expired_at.is_(None),
+            grants.c.remaining_micros > 0,
+            grants.c.expires_at <= moment,
+        )
+    ).scalar()
+    return total or 0
+
+
 def due_grants(connection: Connection, practice_id: str, now: datetime) -> list[Row[Any]]:
     """Grants whose expiry has come while money is left on them."""
     return list(

@@ -104,7 +104,13 @@ def grant_credit(
     existing = repository.grant_by_reference(connection, reference)
     assert existing is not None
     first = _grant(existing)
-    if (first.practice_id, first.amount_micros, first.source) != (practice_id, amount, source):
+    if (first.practice_id, first.amount_micros, first.source, first.priority, first.expires_at) != (
+        practice_id,
+        amount,
+        source,
+        priority,
+        expires_at,
+    ):
         raise Conflict(
             f"reference {reference!r} already credited {first.amount_usd} USD ({first.source}) "
             f"to practice {first.practice_id!r}",

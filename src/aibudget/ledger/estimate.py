@@ -8,11 +8,16 @@ from decimal import Decimal
 from typing import Any
 
 from aibudget.errors import InvalidInput
-from aibudget.pricing.catalog import Usage
+from aibudget.pricing.catalog import MAX_TOKENS, Usage, audio_seconds
 
 # Tokenizers of OpenAI's models average about 4 characters a token on European text; 2 is a bound
 # that short words, numbers and punctuation stay under, so a prompt's size never under-holds.
 CHARS_PER_TOKEN_BOUND = 2
+
+
+def canonical(number: Decimal) -> str:
+    """One spelling per value (90, 90.0 and 9E+1 are all "90"), so equal requests hash equal."""
+    return format(number.normalize(), "f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +32,15 @@ class Estimate:
     def __post_init__(self) -> None:
         for name in ("input_tokens", "prompt_chars", "max_output_tokens"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidInput(f"estimate.{name} must be a whole number >= 0", field=f"estimate.{name}")
-        seconds = self.audio_seconds
-        if seconds is not None and (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, Decimal | int)
-            or not Decimal(seconds).is_finite()
-            or seconds < 0
-        ):
-            raise InvalidInput(
-                "estimate.audio_seconds must be a finite number >= 0", field="estimate.audio_seconds"
-            )
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS
+            ):
+                raise InvalidInput(
+                    f"estimate.{name} must be a whole number 0-{MAX_TOKENS}", field=f"estimate.{name}"
+                )
+        if self.audio_seconds is not None:
+            seconds = audio_seconds(self.audio_seconds, "estimate.audio_seconds")
+            object.__setattr__(self, "audio_seconds", seconds)
 
     def usage(self, *, default_max_output_tokens: int) -> Usage:
         if self.input_tokens is not None:
@@ -57,5 +59,5 @@ class Estimate:
             "input_tokens": self.input_tokens,
             "prompt_chars": self.prompt_chars,
             "max_output_tokens": self.max_output_tokens,
-            "audio_seconds": None if self.audio_seconds is None else str(self.audio_seconds),
+            "audio_seconds": None if self.audio_seconds is None else canonical(Decimal(self.audio_seconds)),
         }

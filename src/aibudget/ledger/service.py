@@ -32,7 +32,7 @@ from aibudget.accounts.service import Device, Practice, get_period
 from aibudget.credit import repository as credit_repository
 from aibudget.errors import Conflict, IdempotencyConflict, InvalidInput, NotFound
 from aibudget.ledger import repository
-from aibudget.ledger.estimate import Estimate
+from aibudget.ledger.estimate import Estimate, canonical
 from aibudget.ledger.metadata import scrub_metadata
 from aibudget.ledger.repository import AuthorizationRow, EventRow
 from aibudget.ledger.state import LedgerRules, State, load_state
@@ -176,6 +176,12 @@ def authorize(
     usage = estimate.usage(default_max_output_tokens=rules.default_max_output_tokens)
     estimated = catalog.price(model, usage, at=now)
     available = state.available_micros
+    if state.next_grant_expiry is not None and state.next_grant_expiry <= now + rules.hold_ttl:
+        # credit that expires before this hold can be settled would leave the call unfunded
+        expiring = credit_repository.credit_expiring_by(
+            connection, practice.practice_id, now + rules.hold_ttl
+        )
+        available -= expiring
     reason = None
     if state.period is None:
         reason = "no_active_subscription"
@@ -249,10 +255,18 @@ def settle(
         raise InvalidInput(f"status: {status!r} is not one of success, error", field="status")
     if error_code is not None and (not isinstance(error_code, str) or not 1 <= len(error_code) <= 64):
         raise InvalidInput("error_code must be 1-64 characters", field="error_code")
+    if not isinstance(estimated, bool):
+        raise InvalidInput("estimated must be true or false", field="estimated")
     scrubbed = scrub_metadata(meta)
     body = {
         "model": model,
-        "usage": usage,
+        "usage": [
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+            usage.input_audio_tokens,
+            canonical(usage.seconds),
+        ],
         "operation": operation,
         "status": status,
         "error_code": error_code,
@@ -358,6 +372,8 @@ def void(
     practice = state.practice
     held = repository.authorization(connection, practice.practice_id, _request_id(request_id))
     if held is None:
+        if repository.settlement(connection, practice.practice_id, request_id) is not None:
+            raise Conflict(f"request_id {request_id!r} is settled; its cost stands", field="request_id")
         raise NotFound(f"request_id {request_id!r} has no authorization to void", field="request_id")
     if held.status == "settled":
         raise Conflict(f"request_id {request_id!r} is settled; its cost stands", field="request_id")

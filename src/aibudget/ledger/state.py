@@ -39,6 +39,7 @@ class State:
     held_micros: int
     credit_micros: int
     period: Period | None
+    next_grant_expiry: datetime | None = None
 
     @property
     def available_micros(self) -> int:
@@ -102,4 +103,4 @@ def load_state(
         row.practice_id, row.name, row.locale, row.timezone, cast(Policy, row.policy), row.warning_percent
     )
     period = None if row.period_id is None else accounts.period_from_row(row)
-    return State(practice, row.held_micros, row.credit_micros, period)
+    return State(practice, row.held_micros, row.credit_micros, period, row.next_grant_expiry)

@@ -129,8 +129,10 @@ def verify(connection: Connection) -> list[Discrepancy]:
             for row in grant_rows
         },
     )
-    for row in grant_rows:
-        credit_of[row.practice_id]["credit_micros"] += row.remaining_micros
+    for row in grant_rows:  # recomputed from the ledger, so a tampered grant is reported on the grant alone
+        credit_of[row.practice_id]["credit_micros"] += (
+            row.amount_micros - row.expired_micros - spent.get(row.grant_id, 0)
+        )
     held_of: dict[str, int] = dict(
         list(
             connection.execute(

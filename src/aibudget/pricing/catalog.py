@@ -50,6 +50,9 @@ CATALOG_VERSION = f"genai-prices {genai_prices.__version__}"
 # minute: 1,000 audio tokens a minute. Used only when a token-priced model reports seconds alone.
 AUDIO_TOKENS_PER_MINUTE = 1000
 MAX_MODEL_NAME = 200
+# Bounds of one call's usage: far above any real call, far below what a 64-bit column holds
+MAX_TOKENS = 10**12
+MAX_AUDIO_SECONDS = 10**7
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _PROBE = 1_000_000
 
@@ -59,8 +62,8 @@ def audio_seconds(value: object, field: str = "audio_seconds") -> Decimal:
     if isinstance(value, bool) or not isinstance(value, Decimal | int):
         raise InvalidInput(f"{field} must be a decimal number or int, got {value!r}", field=field)
     seconds = Decimal(value)
-    if not seconds.is_finite() or seconds < 0:
-        raise InvalidInput(f"{field} must be finite and >= 0, got {value}", field=field)
+    if not seconds.is_finite() or not 0 <= seconds <= MAX_AUDIO_SECONDS:
+        raise InvalidInput(f"{field} must be finite, 0-{MAX_AUDIO_SECONDS} seconds, got {value}", field=field)
     return seconds
 
 
@@ -81,8 +84,8 @@ class Usage:
     def __post_init__(self) -> None:
         for name in ("input_tokens", "cached_input_tokens", "output_tokens", "input_audio_tokens"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInput(f"{name} must be a whole number >= 0, got {value!r}", field=name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+                raise InvalidInput(f"{name} must be a whole number 0-{MAX_TOKENS}, got {value!r}", field=name)
         object.__setattr__(self, "audio_seconds", audio_seconds(self.audio_seconds))
         if self.cached_input_tokens > self.input_tokens:
             raise InvalidInput(
@@ -208,8 +211,13 @@ class PriceCatalog:
         return cached[1]
 
     def _resolve(self, model: str) -> ResolvedModel:
-        if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_NAME:
-            raise InvalidInput(f"model must be a name of 1-{MAX_MODEL_NAME} characters", field="model")
+        if (
+            not isinstance(model, str)
+            or not model.strip()
+            or len(model) > MAX_MODEL_NAME
+            or not model.isprintable()
+        ):
+            raise InvalidInput(f"model must be 1-{MAX_MODEL_NAME} printable characters", field="model")
         name = model.strip().lower()
         if name in self._overrides.prices:
             return ResolvedModel(

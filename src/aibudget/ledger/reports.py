@@ -1,0 +1,254 @@
+"""Usage reports of one practice: its ledger events, or their totals per day, model or operation.
+
+Reports read history, so unlike the hot path they scan: the events of one practice in a range, on
+the `(practice_id, occurred_at)` index, aggregated by the database. The range is half-open,
+`since <= occurred_at < until`; a bound given as a date is midnight of that date in the practice's
+timezone, and a date-time without an offset is read in that timezone too.
+
+Totals count calls — events that are `success`, `error` or `blocked` (refused) — and leave out the
+`voided` and `expired` events, which close holds of calls that were never made or never settled and
+carry no cost. Days are calendar days in the practice's timezone: the database sums per 15 minutes
+of UTC (every timezone in use today is a whole number of quarter hours from UTC and changes offset on
+a quarter hour, so each quarter hour lies within one local day) and the quarter hours are added up
+into days here, so the work in Python is bounded by the range, not by the number of events.
+
+Amounts are integer micro-USD and audio integer milliseconds, as stored; `views.report` renders them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, date, datetime, time
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import BigInteger, ColumnElement, Connection, case, func, literal_column, select, type_coerce
+
+from aibudget.accounts.service import get_practice
+from aibudget.errors import InvalidInput
+from aibudget.store import tables
+
+GroupBy = Literal["day", "model", "operation"]
+GROUP_BYS: tuple[GroupBy, ...] = ("day", "model", "operation")
+DEFAULT_LIMIT, MAX_LIMIT = 1_000, 10_000
+CALL_STATUSES = ("success", "error", "blocked")
+_QUARTER_HOUR_MICROS = 15 * 60 * 1_000_000
+_YEARS = (1970, 9998)  # bounds outside these cannot be converted between timezones safely
+events = tables.usage_events
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    """One ledger event as a report shows it (no metadata: reports are flat)."""
+
+    event_id: int
+    occurred_at: datetime
+    request_id: str
+    status: str
+    operation: str
+    model: str
+    priced_as: str | None
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    input_audio_tokens: int
+    audio_ms: int
+    cost_micros: int
+    overage_micros: int
+    price_source: str | None
+    price_version: str | None
+    error_code: str | None
+    estimated: bool
+    subscription_id: str | None
+    period_id: int | None
+    device_suffix: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """The calls of one group: `key` is the day (ISO date), the model as sent, or the operation."""
+
+    key: str
+    calls: int = 0
+    success: int = 0
+    error: int = 0
+    blocked: int = 0
+    cost_micros: int = 0
+    overage_micros: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    input_audio_tokens: int = 0
+    audio_ms: int = 0
+
+    def __add__(self, other: UsageTotals) -> UsageTotals:
+        sums = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)[1:]}
+        return UsageTotals(self.key, **sums)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """A report as asked for: the resolved range, and events (no `group_by`) or totals."""
+
+    practice_id: str
+    timezone: str
+    since: datetime | None
+    until: datetime | None
+    group_by: GroupBy | None
+    rows: tuple[UsageLine, ...] | tuple[UsageTotals, ...]
+
+
+def parse_bound(text: str, *, field: str) -> date | datetime:
+    """A range bound as typed: an ISO date (`2026-11-01`) or date-time (`2026-11-01T08:00:00+01:00`).
+
+    A `+` of an offset that arrived unencoded in a query string (and so as a space) is restored.
+    """
+    value = text.strip()
+    if "T" in value:
+        value = value.replace(" ", "+")
+    try:
+        return date.fromisoformat(value) if len(value) <= 10 else datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{field}: {text!r} is not an ISO date (2026-11-01) or date-time (2026-11-01T08:00:00+01:00)",
+            field=field,
+        ) from None
+
+
+def resolve_bound(value: date | datetime | None, timezone: str, *, field: str) -> datetime | None:
+    """The instant a bound stands for: dates are midnight, naive date-times local, in `timezone`."""
+    if value is None:
+        return None
+    if not isinstance(value, date) or not _YEARS[0] <= value.year <= _YEARS[1]:
+        raise InvalidInput(f"{field} must be a date or date-time in {_YEARS[0]}-{_YEARS[1]}", field=field)
+    zone = ZoneInfo(timezone)
+    if isinstance(value, datetime):
+        return value if value.utcoffset() is not None else value.replace(tzinfo=zone)
+    return datetime.combine(value, time(), tzinfo=zone)
+
+
+def usage_report(
+    connection: Connection,
+    practice_id: str,
+    *,
+    since: date | datetime | None = None,
+    until: date | datetime | None = None,
+    group_by: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> UsageReport:
+    """The practice's events in the range, newest first, at most `limit`; or their totals by `group_by`."""
+    practice = get_practice(connection, practice_id)
+    if group_by is not None and group_by not in GROUP_BYS:
+        raise InvalidInput(f"group_by: {group_by!r} is not one of {', '.join(GROUP_BYS)}", field="group_by")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be a whole number 1-{MAX_LIMIT}", field="limit")
+    start = resolve_bound(since, practice.timezone, field="since")
+    end = resolve_bound(until, practice.timezone, field="until")
+    if start is not None and end is not None and end < start:
+        raise InvalidInput("until must not be before since", field="until")
+    rows: tuple[UsageLine, ...] | tuple[UsageTotals, ...]
+    if group_by is None:
+        rows = tuple(usage_events(connection, practice.practice_id, since=start, until=end, limit=limit))
+    else:
+        rows = tuple(
+            usage_totals(
+                connection,
+                practice.practice_id,
+                group_by=group_by,
+                since=start,
+                until=end,
+                timezone=practice.timezone,
+            )
+        )
+    return UsageReport(practice.practice_id, practice.timezone, start, end, group_by, rows)
+
+
+def _in_range(practice_id: str, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    conditions = [events.c.practice_id == practice_id]
+    if since is not None:
+        conditions.append(events.c.occurred_at >= since)
+    if until is not None:
+        conditions.append(events.c.occurred_at < until)
+    return conditions
+
+
+def usage_events(
+    connection: Connection,
+    practice_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[UsageLine]:
+    """The practice's events in `[since, until)`, newest first, at most `limit` of them."""
+    names = [f.name for f in fields(UsageLine)]
+    statement = (
+        select(*(events.c[name] for name in names))
+        .where(*_in_range(practice_id, since, until))
+        .order_by(events.c.occurred_at.desc(), events.c.event_id.desc())
+        .limit(limit)
+    )
+    return [
+        UsageLine(**dict(zip(names, row, strict=True)) | {"estimated": bool(row.estimated)})
+        for row in connection.execute(statement)
+    ]
+
+
+_SUMMED = ("cost_micros", "overage_micros", "input_tokens", "cached_input_tokens", "output_tokens",
+           "input_audio_tokens", "audio_ms")  # fmt: skip
+
+
+def _aggregates() -> list[ColumnElement[Any]]:
+    def count(status: str) -> ColumnElement[Any]:
+        return func.coalesce(func.sum(case((events.c.status == status, 1), else_=0)), 0).label(status)
+
+    return [
+        func.count().label("calls"),
+        *(count(status) for status in CALL_STATUSES),
+        *(func.coalesce(func.sum(events.c[name]), 0).label(name) for name in _SUMMED),
+    ]
+
+
+def usage_totals(
+    connection: Connection,
+    practice_id: str,
+    *,
+    group_by: GroupBy,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    timezone: str,
+) -> list[UsageTotals]:
+    """Totals of the practice's calls in `[since, until)` per day (in `timezone`), model or operation.
+
+    Days come in calendar order; models and operations by cost, the most expensive first.
+    """
+    if group_by == "day":
+        group: ColumnElement[Any] = type_coerce(events.c.occurred_at, BigInteger) // literal_column(
+            str(_QUARTER_HOUR_MICROS), BigInteger
+        )
+    else:
+        group = events.c[group_by]
+    statement = (
+        select(group.label("key"), *_aggregates())
+        .where(*_in_range(practice_id, since, until), events.c.status.in_(CALL_STATUSES))
+        .group_by(group)
+    )
+    # PostgreSQL sums BIGINT as NUMERIC: every aggregate is made an int here
+    totals = [
+        (row.key, UsageTotals("", *(int(value) for value in row[1:])))
+        for row in connection.execute(statement)
+    ]
+    if group_by != "day":
+        found = [replace(t, key=str(key)) for key, t in totals]
+        return sorted(found, key=lambda t: (-t.cost_micros, t.key))
+    return _by_day(totals, ZoneInfo(timezone))
+
+
+def _by_day(quarters: Iterable[tuple[Any, UsageTotals]], zone: ZoneInfo) -> list[UsageTotals]:
+    days: dict[date, UsageTotals] = {}
+    for quarter, totals in quarters:
+        seconds = int(quarter) * (_QUARTER_HOUR_MICROS // 1_000_000)
+        day = datetime.fromtimestamp(seconds, UTC).astimezone(zone).date()
+        days[day] = days.get(day, UsageTotals("")) + totals
+    return [replace(days[day], key=day.isoformat()) for day in sorted(days)]
