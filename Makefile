@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)
 	$(BIN)/aibudget demo
+	$(BIN)/aibudget serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

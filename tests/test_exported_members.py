@@ -12,7 +12,14 @@ def test_all_exports_exist_and_nothing_public_is_missing_from_all() -> None:
 def test_the_stable_names_of_the_specification_exist() -> None:
     budget = aibudget.Budget
     for method in (
-        "open", "put_practice", "put_plan", "put_subscription", "authorize", "settle", "void", "grant_credit",
+        "open",
+        "put_practice",
+        "put_plan",
+        "put_subscription",
+        "authorize",
+        "settle",
+        "void",
+        "grant_credit",
         "snapshot",
     ):
         assert callable(getattr(budget, method))

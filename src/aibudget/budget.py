@@ -28,7 +28,9 @@ from aibudget.auth.service import ApiKey, Principal
 from aibudget.config import Settings
 from aibudget.credit import repository as credit_repository
 from aibudget.credit import service as credit
+from aibudget.credit import topup
 from aibudget.credit.service import CreditGrant
+from aibudget.credit.topup import TopupSettings
 from aibudget.errors import BudgetExceeded
 from aibudget.ledger import reports
 from aibudget.ledger import service as ledger
@@ -305,6 +307,16 @@ class Budget:
                 priority=priority,
                 now=self.clock(),
             )
+
+    def put_auto_topup(self, practice_id: str, **settings: Any) -> TopupSettings:
+        """Set automatic top-up (see `credit.topup.put_settings` for the fields); a pause is kept."""
+        with write_transaction(self.engine) as connection:
+            return topup.put_settings(connection, practice_id, **settings, now=self.clock())
+
+    def auto_topup(self, practice_id: str) -> TopupSettings:
+        """The practice's automatic top-up settings; the defaults (off) when never configured."""
+        with read_transaction(self.engine) as connection:
+            return topup.get_settings(connection, practice_id)
 
     def grants(self, practice_id: str) -> list[CreditGrant]:
         with read_transaction(self.engine) as connection:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aibudget.api import errors, gate
+from aibudget.api import accounts, budgets, credits, errors, gate, health, observability
 from aibudget.budget import Budget
 from aibudget.config import Settings
 from aibudget.ledger.sweeper import Sweeper
@@ -75,5 +75,10 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     )
     errors.install(app)
     app.include_router(gate.router)
+    app.include_router(accounts.router)
+    app.include_router(budgets.router)
+    app.include_router(credits.router)
+    app.include_router(health.router)
     app.add_middleware(BodyLimit)
+    observability.install(app)  # after the error handlers; its middleware outermost
     return app

@@ -28,6 +28,28 @@ _HTTP_CODES = {
 }  # fmt: skip
 
 
+_MEANINGS = {
+    400: "the body is not JSON",
+    401: "no API key, or an unknown or revoked one",
+    402: "refused: nothing (or, in strict mode, not enough) is left; the SPEC §4 payload",
+    403: "the key's role or practice may not do this",
+    404: "a named thing does not exist",
+    409: "conflicts with what is stored",
+    413: "the body is larger than 64 KiB",
+    422: "invalid input; `field` names it",
+}
+
+
+def problems(*statuses: int, body: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route's error statuses: problem+json bodies (RFC 9457). Any route
+    may answer 401, 403 and 422; a route that reads a body also 400 and 413."""
+    always = {401, 403, 422} | ({400, 413} if body else set())
+    return {
+        status: {"description": _MEANINGS[status], "content": {PROBLEM_JSON: {}}}
+        for status in sorted(always | set(statuses))
+    }
+
+
 def problem(status: int, *, error_code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {
         "type": f"/problems/{error_code.lower().replace('_', '-')}",
@@ -51,7 +73,9 @@ async def _aibudget_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AibudgetError)
     if isinstance(exc, BudgetExceeded):
         return problem(402, title=exc.title, detail=exc.detail, **exc.payload)
-    extra = {"field": exc.field} if exc.field else {}
+    extra: dict[str, Any] = {}
+    if exc.field:  # the same shape as a validation error's, so clients read one kind of 422
+        extra = {"field": exc.field, "errors": [{"field": exc.field, "message": exc.detail}]}
     response = problem(exc.http_status, error_code=exc.code, title=exc.title, detail=exc.detail, **extra)
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
@@ -60,7 +84,13 @@ async def _aibudget_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field(error["loc"]), "message": error["msg"]} for error in exc.errors()]
+    errors = [
+        {
+            "field": "body" if error["type"] == "json_invalid" else _field(error["loc"]),
+            "message": error["msg"],
+        }
+        for error in exc.errors()
+    ]
     detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
     return problem(422, error_code="INVALID_INPUT", title="Invalid input", detail=detail,
                    field=errors[0]["field"] if errors else "body", errors=errors)  # fmt: skip

@@ -12,24 +12,17 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, Field
 
+from aibudget.api import observability
 from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, practice_scope
+from aibudget.api.errors import problems
+from aibudget.api.schemas import Count, Model, Operation, PracticeId, RequestId, Seconds, Strict
 from aibudget.ledger.service import Authorization, UsageEvent
 from aibudget.money import format_usd
+from aibudget.views.snapshot import Snapshot
 
 router = APIRouter(prefix="/v1", tags=["gate"])
-
-Count = Annotated[StrictInt, Field(ge=0, le=10**12)]
-Seconds = Annotated[Decimal, Field(ge=0, le=10**7, allow_inf_nan=False, max_digits=16, decimal_places=3)]
-PracticeId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-Operation = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._:-]+$")]
-Model = Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class EstimateIn(Strict):
@@ -104,7 +97,12 @@ class VoidIn(Strict):
     practice_id: PracticeId | None = None
 
 
-def _authorization(authorization: Authorization, budget: BudgetDep) -> AuthorizationOut:
+def _client_view(snapshot: Snapshot | None) -> dict[str, Any]:
+    assert snapshot is not None, "the ledger returns the budget after every operation"
+    return snapshot.client_view().as_json()
+
+
+def _authorization(authorization: Authorization) -> AuthorizationOut:
     return AuthorizationOut(
         authorization_id=authorization.authorization_id,
         request_id=authorization.request_id,
@@ -113,11 +111,11 @@ def _authorization(authorization: Authorization, budget: BudgetDep) -> Authoriza
         held_usd=format_usd(authorization.held_micros),
         estimate_usd=format_usd(authorization.estimate_micros),
         expires_at=authorization.expires_at,
-        budget=budget.snapshot(authorization.practice_id).client_view().as_json(),
+        budget=_client_view(authorization.budget),
     )
 
 
-def _usage(event: UsageEvent, budget: BudgetDep) -> UsageOut:
+def _usage(event: UsageEvent) -> UsageOut:
     return UsageOut(
         event_id=event.event_id,
         request_id=event.request_id,
@@ -133,14 +131,14 @@ def _usage(event: UsageEvent, budget: BudgetDep) -> UsageOut:
             AllocationOut(pot=part.pot, amount_usd=format_usd(part.amount_micros), grant_id=part.grant_id)
             for part in event.allocations
         ],
-        budget=budget.snapshot(event.practice_id).client_view().as_json(),
+        budget=_client_view(event.budget),
     )
 
 
 @router.post(
     "/authorizations",
     status_code=201,
-    responses={200: {"description": "a replay: the first result"}, 402: {"description": "refused"}},
+    responses={200: {"description": "a replay: the first result"}, **problems(402, 404, body=True)},
 )
 def authorize(
     body: AuthorizeIn,
@@ -158,12 +156,13 @@ def authorize(
         model=body.model,
         **body.estimate.model_dump(),
     )
+    observability.record_authorization(authorization)
     if authorization.replayed:
         response.status_code = 200
-    return _authorization(authorization, budget)
+    return _authorization(authorization)
 
 
-@router.post("/authorizations/{request_id}/void", responses={404: {}, 409: {}})
+@router.post("/authorizations/{request_id:path}/void", responses=problems(404, 409, body=True))
 def void(
     request_id: RequestId,
     principal: Gatekeeper,
@@ -177,11 +176,13 @@ def void(
         device_id=device_id,
         request_id=request_id,
     )
-    return _authorization(authorization, budget)
+    return _authorization(authorization)
 
 
 @router.post(
-    "/usage", status_code=201, responses={200: {"description": "a replay: the first result"}, 409: {}}
+    "/usage",
+    status_code=201,
+    responses={200: {"description": "a replay: the first result"}, **problems(404, 409, body=True)},
 )
 def settle(
     body: SettleIn, principal: Gatekeeper, budget: BudgetDep, response: Response, device_id: DeviceId = None
@@ -198,6 +199,7 @@ def settle(
         meta=body.meta,
         **body.usage.model_dump(),
     )
+    observability.record_usage(event)
     if event.replayed:
         response.status_code = 200
-    return _usage(event, budget)
+    return _usage(event)

@@ -7,7 +7,7 @@ retired, recorded on the grant (`expired_micros`) so the books still balance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -37,6 +37,7 @@ class CreditGrant:
     created_at: datetime
     expires_at: datetime | None
     expired_at: datetime | None
+    replayed: bool = False  # True when the reference was granted before and this returns that grant
 
     @property
     def amount_usd(self) -> Decimal:
@@ -97,13 +98,14 @@ def grant_credit(
         "created_at": now,
         "expires_at": expires_at,
     }
-    if repository.insert_grant(connection, values):
+    inserted = repository.insert_grant(connection, values)
+    if inserted:
         repository.change_credit(
             connection, practice_id, amount, repository.next_expiry(connection, practice_id)
         )
     existing = repository.grant_by_reference(connection, reference)
     assert existing is not None
-    first = _grant(existing)
+    first = replace(_grant(existing), replayed=not inserted)
     if (first.practice_id, first.amount_micros, first.source, first.priority, first.expires_at) != (
         practice_id,
         amount,

@@ -39,16 +39,20 @@ class StateRow(NamedTuple):
     included_used_micros: int | None
     used_micros: int | None
     overage_micros: int | None
+    auto_topup_enabled: bool | None
+    auto_topup_paused_reason: str | None
 
 
 _STATE = Statement("""
     SELECT p.practice_id, p.name, p.locale, p.timezone, p.policy, p.warning_percent,
            b.held_micros, b.credit_micros, b.period_id, b.period_valid_until, b.next_grant_expiry,
            r.subscription_id, r.period_start, r.period_end, r.plan,
-           r.included_micros, r.included_used_micros, r.used_micros, r.overage_micros
+           r.included_micros, r.included_used_micros, r.used_micros, r.overage_micros,
+           t.enabled, t.paused_reason
     FROM practices p
     JOIN balances b ON b.practice_id = p.practice_id
     LEFT JOIN periods r ON r.period_id = b.period_id
+    LEFT JOIN auto_topup_settings t ON t.practice_id = p.practice_id
     WHERE p.practice_id = :practice_id
 """)
 

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -41,6 +41,7 @@ from aibudget.money import to_decimal
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
 from aibudget.store.dialect import lock_practices
 from aibudget.views.refusal import refusal_payload
+from aibudget.views.snapshot import Snapshot
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 _OPERATION = re.compile(r"[A-Za-z0-9._:-]{1,32}")
@@ -60,6 +61,7 @@ class Authorization:
     created_at: datetime
     expires_at: datetime
     replayed: bool = False  # True when this is the stored result of an earlier, identical authorize
+    budget: Snapshot | None = None  # the practice's budget right after, read in the same transaction
 
     @property
     def held_usd(self) -> Decimal:
@@ -94,6 +96,7 @@ class UsageEvent:
     occurred_at: datetime
     allocations: tuple[Allocation, ...]
     replayed: bool = False  # True when this is the stored result of an earlier, identical settle
+    budget: Snapshot | None = None  # the practice's budget right after, read in the same transaction
 
     @property
     def cost_usd(self) -> Decimal:
@@ -138,6 +141,13 @@ def _authorization(row: AuthorizationRow, *, replayed: bool = False) -> Authoriz
     )
 
 
+def budget_after(connection: Connection, practice_id: str, *, now: datetime, rules: LedgerRules) -> Snapshot:
+    """The practice's snapshot inside the current write transaction, after its changes."""
+    state = load_state(connection, practice_id, now=now, rules=rules, write=True)
+    assert state is not None
+    return state.snapshot()
+
+
 def _write_state(connection: Connection, practice_id: str, now: datetime, rules: LedgerRules) -> State:
     state = load_state(connection, practice_id, now=now, rules=rules, write=True)
     assert state is not None  # a write load always brings the state up to date
@@ -171,7 +181,10 @@ def authorize(
         if existing.status == "refused":
             assert existing.refusal is not None
             return Refusal(existing.refusal)
-        return _authorization(existing, replayed=True)
+        return replace(
+            _authorization(existing, replayed=True),
+            budget=budget_after(connection, practice_id, now=now, rules=rules),
+        )
 
     usage = estimate.usage(default_max_output_tokens=rules.default_max_output_tokens)
     estimated = catalog.price(model, usage, at=now)
@@ -219,7 +232,7 @@ def authorize(
         return Refusal(payload)
     repository.insert_authorization(connection, values)
     repository.change_held(connection, practice.practice_id, hold)
-    return Authorization(
+    authorization = Authorization(
         authorization_id,
         practice.practice_id,
         request_id,
@@ -231,6 +244,7 @@ def authorize(
         now,
         expires_at,
     )
+    return replace(authorization, budget=budget_after(connection, practice_id, now=now, rules=rules))
 
 
 def settle(
@@ -282,7 +296,8 @@ def settle(
             raise IdempotencyConflict(
                 f"request_id {request_id!r} was settled with another body", field="request_id"
             )
-        return _event(connection, existing, replayed=True)
+        replayed = _event(connection, existing, replayed=True)
+        return replace(replayed, budget=budget_after(connection, practice_id, now=now, rules=rules))
 
     held = repository.authorization(connection, practice.practice_id, request_id)
     if operation is None:
@@ -346,7 +361,7 @@ def settle(
     if held is not None and held.status == "active":
         repository.close_authorization(connection, held.authorization_id, "settled", now)
         repository.change_held(connection, practice.practice_id, -held.held_micros)
-    return UsageEvent(
+    event = UsageEvent(
         event_id,
         practice.practice_id,
         request_id,
@@ -362,6 +377,7 @@ def settle(
         now,
         tuple(split),
     )
+    return replace(event, budget=budget_after(connection, practice_id, now=now, rules=rules))
 
 
 def void(
@@ -381,7 +397,7 @@ def void(
         _release(connection, practice, state, held, "voided", now)
         held = repository.authorization(connection, practice.practice_id, request_id)
         assert held is not None
-    return _authorization(held)
+    return replace(_authorization(held), budget=budget_after(connection, practice_id, now=now, rules=rules))
 
 
 def expire_holds(connection: Connection, *, now: datetime, rules: LedgerRules, limit: int = 1000) -> int:

@@ -21,7 +21,7 @@ from aibudget.errors import NotFound
 from aibudget.ledger import repository
 from aibudget.ledger.repository import StateRow
 from aibudget.store.dialect import lock_practices
-from aibudget.views.snapshot import Snapshot
+from aibudget.views.snapshot import AutoTopupState, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,7 @@ class State:
     credit_micros: int
     period: Period | None
     next_grant_expiry: datetime | None = None
+    auto_topup: AutoTopupState = field(default_factory=AutoTopupState)
 
     @property
     def available_micros(self) -> int:
@@ -65,6 +66,7 @@ class State:
             included_remaining_micros=period.included_remaining_micros if period else 0,
             extra_credit_remaining_micros=self.credit_micros,
             overage_micros=period.overage_micros if period else 0,
+            auto_topup=self.auto_topup,
         )
 
 
@@ -103,4 +105,5 @@ def load_state(
         row.practice_id, row.name, row.locale, row.timezone, cast(Policy, row.policy), row.warning_percent
     )
     period = None if row.period_id is None else accounts.period_from_row(row)
-    return State(practice, row.held_micros, row.credit_micros, period, row.next_grant_expiry)
+    auto_topup = AutoTopupState(bool(row.auto_topup_enabled), row.auto_topup_paused_reason)
+    return State(practice, row.held_micros, row.credit_micros, period, row.next_grant_expiry, auto_topup)

@@ -17,7 +17,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def open_engine(url: str, *, migrate: bool = True, sqlite_synchronous: str = "normal") -> Engine:
-    """An engine for `url`; with `migrate`, the schema is brought to the newest version first."""
+    """An engine for `url`; with `migrate`, the schema is brought to the newest version first.
+
+    `hide_parameters`: a database error's text never carries the values of its statement, which may
+    be metadata a caller sent.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -29,10 +33,14 @@ def open_engine(url: str, *, migrate: bool = True, sqlite_synchronous: str = "no
                 "AIBUDGET_DATABASE_URL: SQLite needs a file path, e.g. sqlite:///var/aibudget.sqlite3"
             )
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            parsed, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+        )
         install_sqlite_transactions(engine, synchronous=sqlite_synchronous)
     elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_engine(
+            parsed, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+        )
     else:
         raise ConfigError(f"AIBUDGET_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}")
     if migrate:

@@ -298,3 +298,26 @@ webhook_events = Table(
     Column("event_type", String(100), nullable=False),
     Column("received_at", Instant, nullable=False),
 )
+
+# Automatic top-up settings of a practice (SPEC §6): one row per practice that configured it; no row
+# means disabled. The trigger is either an amount or a percentage of the included budget, never both.
+auto_topup_settings = Table(
+    "auto_topup_settings",
+    metadata,
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), primary_key=True),
+    Column("enabled", Boolean, nullable=False, server_default=false()),
+    Column("threshold_micros", BigInteger),
+    Column("threshold_percent", Integer),
+    _micros("package_micros"),
+    Column("monthly_max_count", Integer, nullable=False, server_default="0"),
+    _micros("monthly_max_micros"),
+    Column("paused_reason", String(64)),  # set by a declined charge; kept until an explicit resume
+    Column("updated_at", Instant, nullable=False),
+    CheckConstraint("(threshold_micros IS NULL) <> (threshold_percent IS NULL)", name="one_threshold"),
+    CheckConstraint("threshold_micros IS NULL OR threshold_micros >= 0", name="threshold_nonnegative"),
+    CheckConstraint(
+        "threshold_percent IS NULL OR threshold_percent BETWEEN 0 AND 100", name="threshold_percent"
+    ),
+    CheckConstraint("package_micros > 0", name="package_positive"),
+    CheckConstraint("monthly_max_count >= 0 AND monthly_max_micros >= 0", name="caps_nonnegative"),
+)

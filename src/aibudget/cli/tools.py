@@ -1,51 +1,21 @@
-"""The `aibudget` command: parse arguments, call one service, render. No SQL here.
-
-Every command loads and validates the settings first, so a bad setting stops any command at once.
-Errors a user can fix exit with status 2 and a one-line message naming the option or variable.
-"""
+"""Commands that work on prices, audio files and the database as a whole: `price`, `audio-duration`,
+`demo`, `verify`, `sweep`, `db upgrade`."""
 
 from __future__ import annotations
 
-import json
-import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 
-from aibudget.config import Settings
+from aibudget.cli import app, emit, fail, fail_on, settings
 from aibudget.errors import AibudgetError
 from aibudget.pricing.audio import read_duration
 from aibudget.pricing.catalog import PriceCatalog, Usage
 
-app = typer.Typer(
-    help="Prepaid AI budgets per customer: gate calls, price usage, charge the right pot.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def settings(ctx: typer.Context) -> Settings:
-    loaded: Settings = ctx.obj
-    return loaded
-
-
-def emit(data: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-    else:
-        width = max(len(key) for key in data)
-        for key, value in data.items():
-            typer.echo(f"{key:<{width}}  {value}")
 
 
 def _seconds(value: str) -> Decimal:
@@ -56,16 +26,6 @@ def _seconds(value: str) -> Decimal:
     if not seconds.is_finite() or seconds < 0:
         raise typer.BadParameter(f"{value!r} must be a finite number >= 0")
     return seconds
-
-
-def _option_name(field: str) -> str:
-    """How the user typed the thing a field error is about: `--input-tokens`, or MODEL."""
-    return "MODEL" if field == "model" else f"--{field.replace('_', '-')}"
-
-
-@app.callback()
-def _load_settings(ctx: typer.Context) -> None:
-    ctx.obj = Settings.load()
 
 
 @app.command(epilog="Example: aibudget price gpt-4o-mini --input-tokens 1200 --output-tokens 600 --json")
@@ -88,7 +48,7 @@ def price(
         usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
         priced = PriceCatalog.from_settings(settings(ctx)).price(model, usage)
     except AibudgetError as exc:
-        fail(f"{_option_name(exc.field)}: {exc.detail}" if exc.field else exc.detail)
+        fail_on(exc, {"model": "MODEL"})
     emit(
         {
             "model": priced.model,
@@ -158,11 +118,3 @@ def db_upgrade(ctx: typer.Context) -> None:
     url = settings(ctx).resolved_database_url
     open_engine(url, migrate=True, sqlite_synchronous=settings(ctx).sqlite_synchronous).dispose()
     typer.echo(f"database at {url} is up to date")
-
-
-def main() -> None:
-    try:
-        app()
-    except AibudgetError as exc:  # ConfigError from the settings callback, before any command ran
-        typer.echo(f"Error: {exc.detail}", err=True)
-        sys.exit(2)

@@ -1,0 +1,377 @@
+"""How much the HTTP API serves: `aibudget serve` over loopback, driven by a separate load process.
+
+Targets (SPEC §13): ≥ 1,500 authorize + settle pairs per second per worker; authorize p99 ≤ 5 ms
+at 500 requests per second.
+
+For 1 worker, then 2 workers: a fresh SQLite file in a temporary directory gets one practice on a
+plan with a huge included budget (nothing is ever refused) and a service key, through the library;
+then `aibudget serve --workers N` starts on a free loopback port (request logs go to a file, as in
+production). A separate load process (multiprocessing, spawn context) drives it:
+
+1. throughput: THREADS client threads, each with its own keep-alive HTTP/1.1 connection (the
+   standard library's `http.client`, the leanest client, so the load generator takes as little CPU
+   from the server as it can), run `POST /v1/authorizations` then `POST /v1/usage` for the same
+   request id, back to back, for PAIRS_S seconds after a warm-up; pairs/s = completed pairs /
+   elapsed. Every answer must be 201.
+2. latency: authorizations only, open loop at RATE requests/s for LATENCY_S seconds: request i is
+   due at start + i / RATE whatever the answers before it did, LATENCY_THREADS threads send them.
+   Latency is measured from the due time (so a stalled server or a late client thread counts
+   against it: no coordinated omission) to the full response; p50, p99 and max.
+
+Caveat, reported with the numbers: this machine's cores are shared by the load process and the
+server's workers, so the load generator's CPU is taken from the server — with 2 workers on 2 cores,
+the workers and the client compete for the same two cores. Loops are bounded in time and count;
+everything runs on 127.0.0.1. Results go to bench/results/http.json. Runs in ~1.5 min:
+
+    .venv/bin/python bench/http.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory comes first on sys.path, and this file is named like the
+# standard library's `http` package, which `http.client` (and urllib, httpx) must find instead: move
+# that entry last (a stable sort; nothing is imported from bench/).
+sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
+
+import http.client
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from aibudget import Budget, Settings
+
+RESULTS = Path(__file__).parent / "results" / "http.json"
+SCRIPT = Path(sys.executable).parent / "aibudget"
+
+PAIRS_TARGET_PER_WORKER = 1_500.0
+P99_TARGET_MS = 5.0
+WORKER_COUNTS = (1, 2)
+THREADS = 6
+WARMUP_PAIRS = 100  # per thread, not counted
+PAIRS_S = 10.0
+MAX_PAIRS = 200_000  # per thread: a bound, never reached at these rates
+RATE = 500.0
+LATENCY_S = 10.0
+LATENCY_THREADS = 8
+
+PRACTICE = "bench-http"
+PLAN = "bench-huge"
+
+
+class Connection:
+    """One keep-alive connection that posts JSON and returns the status."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def post(self, path: str, body: dict[str, Any]) -> int:
+        self._http.request("POST", path, json.dumps(body), self._headers)
+        response = self._http.getresponse()
+        response.read()
+        return response.status
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _authorization(request_id: str) -> dict[str, Any]:
+    return {
+        "practice_id": PRACTICE,
+        "request_id": request_id,
+        "operation": "letter",
+        "model": "gpt-4o-mini",
+        "estimate": {"input_tokens": 1200, "max_output_tokens": 800},
+    }
+
+
+def _usage(request_id: str) -> dict[str, Any]:
+    return {
+        "practice_id": PRACTICE,
+        "request_id": request_id,
+        "operation": "letter",
+        "model": "gpt-4o-mini",
+        "usage": {"input_tokens": 1180, "output_tokens": 640},
+    }
+
+
+def _pairs(
+    port: int, key: str, prefix: str, until: float, limit: int, counts: list[int], errors: list[int]
+) -> None:
+    connection = Connection(port, key)
+    done = failed = 0
+    try:
+        for n in range(limit):
+            if time.perf_counter() >= until:
+                break
+            request_id = f"{prefix}-{n}"
+            if connection.post("/v1/authorizations", _authorization(request_id)) != 201:
+                failed += 1
+            if connection.post("/v1/usage", _usage(request_id)) != 201:
+                failed += 1
+            done += 1
+    finally:
+        connection.close()
+    counts.append(done)
+    errors.append(failed)
+
+
+def _threads(port: int, key: str, prefix: str, seconds: float, limit: int) -> tuple[int, int, float]:
+    """THREADS threads of pairs until `seconds` pass or each made `limit`: (pairs, errors, elapsed)."""
+    counts: list[int] = []
+    errors: list[int] = []
+    started = time.perf_counter()
+    threads = [
+        threading.Thread(
+            target=_pairs, args=(port, key, f"{prefix}-{t}", started + seconds, limit, counts, errors)
+        )
+        for t in range(THREADS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts), sum(errors), time.perf_counter() - started
+
+
+def drive_pairs(port: int, key: str, run: str) -> dict[str, Any]:
+    """In the load process: THREADS threads of authorize + settle pairs for PAIRS_S seconds."""
+    _threads(port, key, f"{run}-warm", 60, WARMUP_PAIRS)
+    pairs, errors, elapsed = _threads(port, key, f"{run}-pairs", PAIRS_S, MAX_PAIRS)
+    return {
+        "pairs": pairs,
+        "errors": errors,
+        "elapsed_s": round(elapsed, 2),
+        "pairs_per_s": round(pairs / elapsed, 1),
+        "threads": THREADS,
+    }
+
+
+def drive_latency(port: int, key: str, run: str) -> dict[str, Any]:
+    """In the load process: open-loop authorizations at RATE/s for LATENCY_S s."""
+    total = int(RATE * LATENCY_S)
+    due_index = itertools.count()  # next() is atomic under the GIL: each index is sent once
+    latencies: list[float] = []
+    service: list[float] = []
+    failures: list[int] = []
+    start = time.perf_counter() + 0.2
+    give_up = start + 3 * LATENCY_S  # a server too slow for the rate is not waited for forever
+
+    def sender(thread: int) -> None:
+        connection = Connection(port, key)
+        try:
+            for i in due_index:
+                if i >= total or time.perf_counter() > give_up:
+                    break
+                due = start + i / RATE
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                sent = time.perf_counter()
+                status = connection.post("/v1/authorizations", _authorization(f"{run}-l{i}"))
+                answered = time.perf_counter()
+                latencies.append(answered - due)
+                service.append(answered - sent)
+                if status != 201:
+                    failures.append(status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sender, args=(t,)) for t in range(LATENCY_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": len(latencies),
+        "not_sent": total - len(latencies),
+        "errors": len(failures),
+        "achieved_rate_per_s": round(len(latencies) / elapsed, 1),
+        "from_due_time_ms": _percentiles(latencies),
+        "from_send_ms": _percentiles(service),
+    }
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+    return {
+        "p50": at(0.50),
+        "p90": at(0.90),
+        "p99": at(0.99),
+        "max": round(ordered[-1] * 1000, 3),
+        "mean": round(statistics.fmean(ordered) * 1000, 3),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _prepare(data_dir: Path) -> str:
+    """A practice on a plan with a huge budget, and a service key for the load process."""
+    now = int(time.time())
+    url = f"sqlite:///{data_dir / 'aibudget.sqlite3'}"
+    with Budget.open(url, settings=Settings.load(data_dir=data_dir)) as budget:
+        budget.put_practice(PRACTICE, name="Praxis Benchmark")
+        budget.put_plan(PLAN, included_usd="1000000")
+        budget.put_subscription(
+            "sub_bench_http",
+            practice_id=PRACTICE,
+            plan=PLAN,
+            status="active",
+            current_period_start=now - 3_600,
+            current_period_end=now + 30 * 86_400,
+        )
+        return budget.create_key(role="service", label="bench/http.py")[1]
+
+
+def _serve(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIBUDGET_")}
+    env |= {"AIBUDGET_DATA_DIR": str(data_dir), "AIBUDGET_ADMIN_KEY": secrets.token_urlsafe(32)}
+    log = (data_dir / "server.log").open("wb")
+    command = [str(SCRIPT), "serve", "--port", str(port), "--workers", str(workers)]
+    process = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"aibudget serve exited: {(data_dir / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("aibudget serve did not become ready within 60 s")
+
+
+def measure(workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="aibudget-bench-http-") as tmp:
+        data_dir = Path(tmp) / "var"
+        data_dir.mkdir()
+        key = _prepare(data_dir)
+        port = _free_port()
+        server = _serve(data_dir, port, workers)
+        try:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as load:
+                pairs = load.submit(drive_pairs, port, key, f"w{workers}").result(timeout=300)
+                latency = load.submit(drive_latency, port, key, f"w{workers}").result(timeout=300)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return {
+        "workers": workers,
+        "pairs": pairs,
+        "authorize_latency": latency,
+        "pairs_per_s_per_worker": round(pairs["pairs_per_s"] / workers, 1),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            model,
+        )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def main() -> None:
+    began = time.perf_counter()
+    load_before = os.getloadavg()
+    results = [measure(workers) for workers in WORKER_COUNTS]
+    load_after = os.getloadavg()
+    host = machine()
+    print(f"# HTTP: `aibudget serve` over loopback, SQLite — {host['cores']} cores ({host['cpu']})\n")
+    print(
+        "| workers | pairs/s | per worker (target ≥ 1,500) | authorize at 500/s: p50 | p99 (target ≤ 5 ms) "
+        "| max | p50 / p99 from send | achieved rate | errors |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results:
+        latency = row["authorize_latency"]
+        due, sent = latency["from_due_time_ms"], latency["from_send_ms"]
+        errors = row["pairs"]["errors"] + latency["errors"]
+        pairs, rate = row["pairs"]["pairs_per_s"], latency["achieved_rate_per_s"]
+        print(
+            f"| {row['workers']} | {pairs:,.0f} | {row['pairs_per_s_per_worker']:,.0f} "
+            f"| {due['p50']:.2f} ms | {due['p99']:.2f} ms | {due['max']:.1f} ms "
+            f"| {sent['p50']:.2f} / {sent['p99']:.2f} ms | {rate:.0f}/s | {errors} |"
+        )
+    note = (
+        f"The load generator ({THREADS} client threads for pairs, {LATENCY_THREADS} for the open-loop "
+        f"latency run, one process) shares the machine's {host['cores']} cores with the server's workers: "
+        "the numbers are lower bounds of what the server alone would do. Latency counts from when each "
+        "request was due, so a server slower than the rate shows its queue. 1-minute load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (other processes on the machine count too)."
+    )
+    print(f"\n{note}")
+    elapsed = time.perf_counter() - began
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": "http",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": host,
+        "targets": {
+            "pairs_per_s_per_worker_min": PAIRS_TARGET_PER_WORKER,
+            "authorize_p99_ms_max": P99_TARGET_MS,
+            "at_rate_per_s": RATE,
+        },
+        "method": {
+            "client": "http.client keep-alive, threads in one spawned process",
+            "pair_threads": THREADS,
+            "pairs_s": PAIRS_S,
+            "warmup_pairs_per_thread": WARMUP_PAIRS,
+            "rate_per_s": RATE,
+            "latency_s": LATENCY_S,
+            "latency_threads": LATENCY_THREADS,
+            "latency_measured_from": "due time (open loop)",
+        },
+        "note": note,
+        "load_average_1m": {"before": load_before[0], "after": load_after[0]},
+        "elapsed_s": round(elapsed, 1),
+        "results": results,
+    }
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{elapsed:.1f} s; written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""`aibudget usage report`: a practice's ledger events, or their totals per day, model or operation."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from aibudget.cli import app, emit_json, emit_table, fail_on, open_budget
+from aibudget.errors import InvalidInput
+from aibudget.ledger.reports import DEFAULT_LIMIT, MAX_LIMIT, parse_bound
+from aibudget.views import report as render
+
+usage_app = typer.Typer(help="Usage reports.", no_args_is_help=True)
+app.add_typer(usage_app, name="usage")
+
+# a text table of events keeps to what fits a terminal; csv and json have every column
+EVENT_TABLE = ("occurred_at", "status", "operation", "model", "input_tokens", "output_tokens",
+               "audio_seconds", "cost_usd", "overage_usd", "request_id")  # fmt: skip
+
+
+class GroupBy(StrEnum):
+    day = "day"
+    model = "model"
+    operation = "operation"
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _parse(text: str | None, field: str) -> date | datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_bound(text, field=field)
+    except InvalidInput as exc:
+        fail_on(exc)
+
+
+@usage_app.command(
+    "report",
+    epilog="Example: aibudget usage report praxis-muster --since 2026-11-01 --group-by day --format csv",
+)
+def report(
+    ctx: typer.Context,
+    practice_id: Annotated[str, typer.Argument(metavar="PRACTICE", help="The practice.")],
+    since: Annotated[
+        str | None, typer.Option(metavar="DATE", help="From this date or ISO time (in the practice's zone).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(metavar="DATE", help="Up to, not including, this.")] = None,
+    group_by: Annotated[GroupBy | None, typer.Option(help="Totals per group instead of events.")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_LIMIT, help="Most events shown, newest first.")
+    ] = DEFAULT_LIMIT,
+    output: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+) -> None:
+    """The events of PRACTICE in a range, newest first, or their totals per day, model or operation."""
+    start, end = _parse(since, "since"), _parse(until, "until")
+    with open_budget(ctx, {"practice_id": "PRACTICE"}) as budget:
+        usage = budget.usage_report(
+            practice_id, since=start, until=end, group_by=group_by.value if group_by else None, limit=limit
+        )
+    if output is Format.json:
+        emit_json(render.as_json(usage))
+    elif output is Format.csv:
+        typer.echo(render.to_csv(usage), nl=False)
+    elif not usage.rows:
+        typer.echo(f"no usage of {usage.practice_id} in this range")
+    else:
+        columns = EVENT_TABLE if usage.group_by is None else render.columns(usage.group_by)
+        emit_table(render.rows_as_json(usage), columns)

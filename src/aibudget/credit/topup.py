@@ -1,0 +1,133 @@
+"""Automatic top-up settings of a practice (SPEC §6): validated, stored, read back.
+
+A practice either has no settings row — automatic top-up is off — or one row saying whether it is
+on, what triggers it (an amount in USD *or* a percentage of the period's included budget, exactly
+one, which the database checks too), the package bought per top-up, and the monthly caps (how many
+top-ups and how many USD per calendar month in the practice's timezone).
+
+Charging comes with the payments adapter. It sets `paused_reason` when a charge is declined or needs
+the customer; saving the settings never clears it, because resuming after a decline must be an
+explicit act, not a side effect of editing a threshold.
+
+The few statements live here rather than in `credit/repository.py` because nothing else reads this
+table yet; they move there when the charging code needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from aibudget.accounts.service import get_practice
+from aibudget.errors import InvalidInput
+from aibudget.money import MICROS_PER_USD, parse_usd, to_decimal
+from aibudget.store import tables
+from aibudget.store.dialect import insert_if_absent
+
+MAX_USD = 1_000_000  # per top-up, threshold or monthly cap: far above any real package
+MAX_MONTHLY_COUNT = 1_000
+settings_table = tables.auto_topup_settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopupSettings:
+    """A practice's automatic top-up; `updated_at` None means never configured (the defaults)."""
+
+    practice_id: str
+    enabled: bool = False
+    threshold_micros: int | None = None
+    threshold_percent: int | None = None
+    package_micros: int = 0
+    monthly_max_count: int = 0
+    monthly_max_micros: int = 0
+    paused_reason: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def threshold_usd(self) -> Decimal | None:
+        return None if self.threshold_micros is None else to_decimal(self.threshold_micros)
+
+    @property
+    def package_usd(self) -> Decimal:
+        return to_decimal(self.package_micros)
+
+    @property
+    def monthly_max_usd(self) -> Decimal:
+        return to_decimal(self.monthly_max_micros)
+
+
+def _amount(value: object, field: str, *, positive: bool = False) -> int:
+    micros = parse_usd(value, field=field)
+    if positive and micros <= 0:
+        raise InvalidInput(f"{field} must be more than 0", field=field)
+    if micros > MAX_USD * MICROS_PER_USD:
+        raise InvalidInput(f"{field} must be at most {MAX_USD} USD", field=field)
+    return micros
+
+
+def _whole(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{field} must be a whole number {low}-{high}", field=field)
+    return value
+
+
+def put_settings(
+    connection: Connection,
+    practice_id: str,
+    *,
+    enabled: bool,
+    package_usd: object,
+    monthly_max_count: int,
+    monthly_max_usd: object,
+    threshold_usd: object | None = None,
+    threshold_percent: int | None = None,
+    now: datetime,
+) -> TopupSettings:
+    """Replace the practice's settings (all of them: this is a PUT); `paused_reason` is kept."""
+    if not isinstance(enabled, bool):
+        raise InvalidInput("enabled must be true or false", field="enabled")
+    if (threshold_usd is None) == (threshold_percent is None):
+        raise InvalidInput("give exactly one of threshold_usd and threshold_percent", field="threshold_usd")
+    values: dict[str, Any] = {
+        "enabled": enabled,
+        "threshold_micros": None if threshold_usd is None else _amount(threshold_usd, "threshold_usd"),
+        "threshold_percent": (
+            None if threshold_percent is None else _whole(threshold_percent, "threshold_percent", 0, 100)
+        ),
+        "package_micros": _amount(package_usd, "package_usd", positive=True),
+        "monthly_max_count": _whole(monthly_max_count, "monthly_max_count", 0, MAX_MONTHLY_COUNT),
+        "monthly_max_micros": _amount(monthly_max_usd, "monthly_max_usd"),
+        "updated_at": now,
+    }
+    get_practice(connection, practice_id)
+    row = values | {"practice_id": practice_id}
+    if insert_if_absent(connection, settings_table, ["practice_id"], row) is None:
+        by_practice = settings_table.c.practice_id == practice_id
+        connection.execute(update(settings_table).where(by_practice).values(**values))
+    return get_settings(connection, practice_id)
+
+
+def get_settings(connection: Connection, practice_id: str) -> TopupSettings:
+    """The practice's settings, or the defaults (off) when it never configured any."""
+    get_practice(connection, practice_id)
+    by_practice = settings_table.c.practice_id == practice_id
+    row = connection.execute(select(settings_table).where(by_practice)).first()
+    return TopupSettings(practice_id) if row is None else _settings(row)
+
+
+def _settings(row: Row[Any]) -> TopupSettings:
+    return TopupSettings(
+        practice_id=row.practice_id,
+        enabled=bool(row.enabled),
+        threshold_micros=row.threshold_micros,
+        threshold_percent=row.threshold_percent,
+        package_micros=row.package_micros,
+        monthly_max_count=row.monthly_max_count,
+        monthly_max_micros=row.monthly_max_micros,
+        paused_reason=row.paused_reason,
+        updated_at=row.updated_at,
+    )
