@@ -256,8 +256,11 @@ def put_subscription(
         "updated_at": int(now.timestamp()) if updated_at is None else updated_at,
         "mirrored_at": now,
     }
+    before = repository.get_subscription(connection, subscription_id)
     if repository.upsert_subscription(connection, values):
         repository.forget_period(connection, practice_id)
+        if before is not None and before.practice_id != practice_id:  # moved: it funds the old one no more
+            repository.forget_period(connection, before.practice_id)
     row = repository.get_subscription(connection, subscription_id)
     assert row is not None
     return Subscription(**{field: getattr(row, field) for field in Subscription.__slots__})

@@ -84,8 +84,13 @@ def grant_credit(
         raise InvalidInput("reference must be 1-200 printable characters", field="reference")
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1_000_000:
         raise InvalidInput("priority must be a whole number 0-1000000 (lower pays first)", field="priority")
-    if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
-        raise InvalidInput("expires_at must be a timezone-aware time in the future", field="expires_at")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidInput("expires_at must be a timezone-aware time", field="expires_at")
+    # A payment retried after its grant expired gets that grant back: "in the future" is a rule for
+    # new grants only.
+    new = repository.grant_by_reference(connection, reference) is None
+    if new and expires_at is not None and expires_at <= now:
+        raise InvalidInput("expires_at must be in the future", field="expires_at")
     get_practice(connection, practice_id)
     lock_practices(connection, [practice_id])
     values = {

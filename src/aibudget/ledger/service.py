@@ -189,12 +189,6 @@ def authorize(
     usage = estimate.usage(default_max_output_tokens=rules.default_max_output_tokens)
     estimated = catalog.price(model, usage, at=now)
     available = state.available_micros
-    if state.next_grant_expiry is not None and state.next_grant_expiry <= now + rules.hold_ttl:
-        # credit that expires before this hold can be settled would leave the call unfunded
-        expiring = credit_repository.credit_expiring_by(
-            connection, practice.practice_id, now + rules.hold_ttl
-        )
-        available -= expiring
     reason = None
     if state.period is None:
         reason = "no_active_subscription"

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from aibudget.accounts import service as accounts
 from aibudget.accounts.service import Period, Policy, Practice, Rules
+from aibudget.credit.repository import credit_expiring_by
 from aibudget.credit.service import expire_due_grants
 from aibudget.errors import NotFound
 from aibudget.ledger import repository
@@ -39,14 +40,15 @@ class State:
     held_micros: int
     credit_micros: int
     period: Period | None
-    next_grant_expiry: datetime | None = None
     auto_topup: AutoTopupState = field(default_factory=AutoTopupState)
+    # credit that expires before a hold taken now could be settled: a new call cannot count on it
+    expiring_credit_micros: int = 0
 
     @property
     def available_micros(self) -> int:
-        """Included left + credit left - holds; may be negative when settled cost outran holds."""
+        """Included left + lasting credit left - holds; may be negative when settled cost outran holds."""
         included = self.period.included_remaining_micros if self.period else 0
-        return included + self.credit_micros - self.held_micros
+        return included + self.credit_micros - self.expiring_credit_micros - self.held_micros
 
     def snapshot(self) -> Snapshot:
         period = self.period
@@ -67,6 +69,7 @@ class State:
             extra_credit_remaining_micros=self.credit_micros,
             overage_micros=period.overage_micros if period else 0,
             auto_topup=self.auto_topup,
+            expiring_credit_micros=self.expiring_credit_micros,
         )
 
 
@@ -106,4 +109,7 @@ def load_state(
     )
     period = None if row.period_id is None else accounts.period_from_row(row)
     auto_topup = AutoTopupState(bool(row.auto_topup_enabled), row.auto_topup_paused_reason)
-    return State(practice, row.held_micros, row.credit_micros, period, row.next_grant_expiry, auto_topup)
+    expiring = 0
+    if row.next_grant_expiry is not None and row.next_grant_expiry <= now + rules.hold_ttl:
+        expiring = credit_expiring_by(connection, practice_id, now + rules.hold_ttl)
+    return State(practice, row.held_micros, row.credit_micros, period, auto_topup, expiring)

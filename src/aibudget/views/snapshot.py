@@ -44,13 +44,16 @@ class Snapshot:
     extra_credit_remaining_micros: int
     overage_micros: int
     auto_topup: AutoTopupState = AutoTopupState()
+    # part of the extra credit that expires before a call started now could be settled: not available
+    expiring_credit_micros: int = 0
 
     @property
     def available_micros(self) -> int:
-        """What a new call may still spend: included left plus credit left minus open holds."""
+        """What a new call may still spend: included left plus lasting credit left minus open holds."""
         if self.subscription_id is None:
             return 0
-        return max(0, self.included_remaining_micros + self.extra_credit_remaining_micros - self.held_micros)
+        lasting_credit = self.extra_credit_remaining_micros - self.expiring_credit_micros
+        return max(0, self.included_remaining_micros + lasting_credit - self.held_micros)
 
     @property
     def blocked(self) -> bool:

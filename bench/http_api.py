@@ -21,20 +21,12 @@ production). A separate load process (multiprocessing, spawn context) drives it:
 Caveat, reported with the numbers: this machine's cores are shared by the load process and the
 server's workers, so the load generator's CPU is taken from the server — with 2 workers on 2 cores,
 the workers and the client compete for the same two cores. Loops are bounded in time and count;
-everything runs on 127.0.0.1. Results go to bench/results/http.json. Runs in ~1.5 min:
+everything runs on 127.0.0.1. Results go to bench/results/http_api.json. Runs in ~1.5 min:
 
-    .venv/bin/python bench/http.py
+    .venv/bin/python bench/http_api.py
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's directory comes first on sys.path, and this file is named like the
-# standard library's `http` package, which `http.client` (and urllib, httpx) must find instead: move
-# that entry last (a stable sort; nothing is imported from bench/).
-sys.path.sort(key=lambda entry: Path(entry or ".").resolve() == Path(__file__).resolve().parent)
 
 import http.client
 import itertools
@@ -46,17 +38,19 @@ import secrets
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aibudget import Budget, Settings
 
-RESULTS = Path(__file__).parent / "results" / "http.json"
+RESULTS = Path(__file__).parent / "results" / "http_api.json"
 SCRIPT = Path(sys.executable).parent / "aibudget"
 
 PAIRS_TARGET_PER_WORKER = 1_500.0
@@ -246,7 +240,7 @@ def _prepare(data_dir: Path) -> str:
             current_period_start=now - 3_600,
             current_period_end=now + 30 * 86_400,
         )
-        return budget.create_key(role="service", label="bench/http.py")[1]
+        return budget.create_key(role="service", label="bench/http_api.py")[1]
 
 
 def _serve(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
