@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -53,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _machine import machine
 from aibudget import Budget, Settings
 from aibudget.pricing.catalog import CATALOG_VERSION
 
@@ -362,24 +361,6 @@ def measure(size: int) -> dict[str, Any]:
 
 
 # report
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "os": platform.platform(),
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2),  # other work on the machine skews
-    }
 
 
 def size_label(size: int) -> str:

@@ -33,7 +33,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import platform
 import secrets
 import socket
 import statistics
@@ -48,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _machine import machine
 from aibudget import Budget, Settings
 
 RESULTS = Path(__file__).parent / "results" / "http_api.json"
@@ -284,26 +284,6 @@ def measure(workers: int) -> dict[str, Any]:
         "pairs": pairs,
         "authorize_latency": latency,
         "pairs_per_s_per_worker": round(pairs["pairs_per_s"] / workers, 1),
-    }
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        model = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            model,
-        )
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "os": platform.platform(),
     }
 
 

@@ -8,36 +8,22 @@ one after the other (never in parallel: they would measure each other) and write
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _machine import machine
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 
 
-def machine() -> dict[str, object]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "os": platform.platform(),
-    }
-
-
 def main() -> int:
     RESULTS.mkdir(exist_ok=True)
-    scripts = sorted(path for path in HERE.glob("*.py") if path.name != "run.py")
+    scripts = sorted(
+        path for path in HERE.glob("*.py") if path.name != "run.py" and not path.name.startswith("_")
+    )
     report: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
