@@ -24,9 +24,9 @@ class AutoTopupState:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One practice's budget now. Without a subscription granting access nothing is available,
-    whatever credit is left: the practice's AI features are off until it subscribes again, and its
-    credit waits for it."""
+    """One practice's budget now. Without a subscription granting access nothing is available for a
+    new call, whatever credit is left: the practice's AI features are off until it subscribes again.
+    A call that already happened is still recorded and paid from that credit when it is settled."""
 
     practice_id: str
     locale: str
