@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/aibudget serve
 
 test: $(STAMP)
+	./scripts/ensure-postgres
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -1,5 +1,5 @@
-"""Shared fixtures: every test runs in its own directory, with no AIBUDGET_* variables leaking in,
-on a real, migrated SQLite file."""
+"""Shared fixtures: every test runs in its own directory, with no AIBUDGET_* variables leaking in;
+`budget` is the library over a fresh database of the engine under test (see `tests/databases.py`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from aibudget import Budget, Settings
+
+pytest_plugins = ["tests.databases"]
 
 
 class FakeClock:
@@ -41,11 +43,6 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(datetime(2026, 11, 15, 9, 30, tzinfo=UTC))
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'var' / 'aibudget.sqlite3'}"
 
 
 @pytest.fixture

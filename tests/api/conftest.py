@@ -1,5 +1,6 @@
-"""A real aibudget server per test module: uvicorn in its own process on a free port, over a fresh
-SQLite file, with an admin key in its environment; tests talk to it with real HTTP (httpx)."""
+"""A real aibudget server per test module and engine: uvicorn in its own process on a free port, over a
+fresh SQLite file or PostgreSQL database, with an admin key in its environment; tests talk to it with
+real HTTP (httpx)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from aibudget import Budget, Settings
+from tests.databases import PostgresServer
 
 
 def free_port() -> int:
@@ -33,10 +35,7 @@ class Server:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.data_dir / 'aibudget.sqlite3'}"
+    database_url: str
 
     def client(self, key: str | None = None, **headers: str) -> httpx.Client:
         if key is not None:
@@ -54,17 +53,20 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, **env: str) -> Server:
+def start_server(data_dir: Path, database_url: str | None = None, **env: str) -> Server:
+    """A server over `database_url`, by default the SQLite file in `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    database_url = database_url or f"sqlite:///{data_dir / 'aibudget.sqlite3'}"
     port, admin_key = free_port(), secrets.token_urlsafe(32)
     clean = {name: value for name, value in os.environ.items() if not name.startswith("AIBUDGET_")}
-    clean |= {"AIBUDGET_DATA_DIR": str(data_dir), "AIBUDGET_ADMIN_KEY": admin_key, **env}
+    clean |= {"AIBUDGET_DATA_DIR": str(data_dir), "AIBUDGET_ADMIN_KEY": admin_key,
+              "AIBUDGET_DATABASE_URL": database_url, **env}  # fmt: skip
     log_path = data_dir / "server.log"
     command = [sys.executable, "-m", "uvicorn", "--factory", "aibudget.api.app:create_app",
                "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=clean, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", admin_key, data_dir, process, log_path)
+    server = Server(f"http://127.0.0.1:{port}", admin_key, data_dir, process, log_path, database_url)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -88,8 +90,20 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = start_server(tmp_path_factory.mktemp("server") / "var")
+def server_database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A module's server database: None for the server's own SQLite file, else a fresh PostgreSQL one."""
+    if backend == "sqlite":
+        yield None
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None) -> Iterator[Server]:
+    started = start_server(tmp_path_factory.mktemp("server") / "var", server_database)
     try:
         yield started
     finally:

@@ -93,8 +93,8 @@ def flatmap_headers(
 
 
 @pytest.fixture(scope="module")
-def schema_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    started = start_server(tmp_path_factory.mktemp("schema") / "var")
+def schema_server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None) -> Iterator[Server]:
+    started = start_server(tmp_path_factory.mktemp("schema") / "var", server_database)
     try:
         budget = started.budget()
         now = int(time.time())

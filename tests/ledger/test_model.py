@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, Phase, currently_in_test_context, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from aibudget import (
     AibudgetError,
@@ -52,6 +52,7 @@ from aibudget import (
 from aibudget.ledger.reports import UsageLine
 from aibudget.money import to_decimal
 from tests.conftest import FakeClock
+from tests.databases import PostgresServer
 
 MODEL = "model-a"
 INPUT_MICROS, OUTPUT_MICROS = 1, 2  # per token, see PRICES
@@ -85,6 +86,28 @@ def migrated_database() -> Path:
 
 
 _keep: list[tempfile.TemporaryDirectory[str]] = []
+
+
+@dataclass(frozen=True)
+class Databases:
+    """Where each example's fresh, migrated database comes from, on the engine under test."""
+
+    create: Callable[[Path], str]  # data directory -> URL
+    drop: Callable[[str], None]
+
+
+def sqlite_copy(data_dir: Path) -> str:
+    shutil.copy(migrated_database(), data_dir / "aibudget.sqlite3")
+    return f"sqlite:///{data_dir / 'aibudget.sqlite3'}"
+
+
+@pytest.fixture(autouse=True)
+def databases(backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == "sqlite":
+        Books.databases = Databases(sqlite_copy, lambda _url: None)
+    else:
+        postgres: PostgresServer = request.getfixturevalue("postgres")
+        Books.databases = Databases(lambda _dir: postgres.create_database(), postgres.drop_database)
 
 
 def month_bounds(at: datetime, timezone: str) -> tuple[int, int]:
@@ -195,6 +218,8 @@ def expect_error(error: AibudgetError | None, kind: type[AibudgetError], what: s
 
 
 class Books(RuleBasedStateMachine):
+    databases: ClassVar[Databases]
+
     def __init__(self) -> None:
         super().__init__()
         self._dir = tempfile.TemporaryDirectory(prefix="aibudget-model-")
@@ -202,9 +227,10 @@ class Books(RuleBasedStateMachine):
         prices = root / "prices.toml"
         prices.write_text(PRICES)
         (root / "var").mkdir()
-        shutil.copy(migrated_database(), root / "var" / "aibudget.sqlite3")
+        self.url = self.databases.create(root / "var")
         self.clock = FakeClock(START)
         self.budget = Budget.open(
+            self.url,
             settings=Settings.load(
                 data_dir=root / "var",
                 price_overrides=prices,
@@ -228,6 +254,7 @@ class Books(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.budget.close()
+        self.databases.drop(self.url)
         self._dir.cleanup()
 
     # the model
@@ -814,15 +841,29 @@ class Books(RuleBasedStateMachine):
             )
 
 
-Books.TestCase.settings = settings(
-    max_examples=100,
-    stateful_step_count=40,
-    deadline=None,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],  # no slow explain
-    suppress_health_check=[HealthCheck.too_slow],
-)
-# Passing takes well under a minute; a failure's shrinking may take minutes more.
-test_books = pytest.mark.timeout(900)(Books.TestCase)
+# Examples per engine: each PostgreSQL step costs round trips to the server, so it runs fewer of
+# the same sequences. Passing takes under a minute each; a failure's shrinking may take minutes more.
+EXAMPLES = {"sqlite": 100, "postgresql": 40}
+
+
+@pytest.mark.timeout(900)
+def test_books(backend: str) -> None:
+    run_state_machine_as_test(
+        Books,
+        settings=settings(
+            max_examples=EXAMPLES[backend],
+            stateful_step_count=40,
+            deadline=None,
+            phases=[
+                Phase.explicit,
+                Phase.reuse,
+                Phase.generate,
+                Phase.target,
+                Phase.shrink,
+            ],  # no slow explain
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
 
 
 # Sequences the machine shrank failures to, replayed step by step with the invariants after each

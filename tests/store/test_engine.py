@@ -1,4 +1,5 @@
-"""The store: migrations build exactly the declared schema; SQLite writes serialize up front."""
+"""The store: migrations build exactly the declared schema on both engines; writers of a practice
+serialize (SQLite: up front, for the whole file; PostgreSQL: on the practice's row)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from sqlalchemy import inspect, select
 
 from aibudget.errors import ConfigError
 from aibudget.store import tables
-from aibudget.store.dialect import read_transaction, write_transaction
+from aibudget.store.dialect import lock_practices, read_transaction, write_transaction
 from aibudget.store.engine import open_engine
 
 
-def test_migrations_build_exactly_the_declared_tables(database_url: str) -> None:
-    engine = open_engine(database_url)
+def test_migrations_build_exactly_the_declared_tables(empty_database_url: str) -> None:
+    engine = open_engine(empty_database_url)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, tables.metadata) == []
@@ -28,9 +29,9 @@ def test_migrations_build_exactly_the_declared_tables(database_url: str) -> None
     assert set(inspect(engine).get_table_names()) == set(tables.metadata.tables) | {"alembic_version"}
 
 
-def test_opening_twice_migrates_once(database_url: str) -> None:
-    open_engine(database_url).dispose()
-    engine = open_engine(database_url)
+def test_opening_twice_migrates_once(empty_database_url: str) -> None:
+    open_engine(empty_database_url).dispose()
+    engine = open_engine(empty_database_url)
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
 
@@ -39,23 +40,23 @@ def _open(url: str) -> None:
     open_engine(url).dispose()
 
 
-def test_processes_starting_at_once_migrate_one_at_a_time(database_url: str) -> None:
+def test_processes_starting_at_once_migrate_one_at_a_time(empty_database_url: str) -> None:
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(_open, [database_url] * 4)
-    with open_engine(database_url, migrate=False).connect() as connection:
+        pool.map(_open, [empty_database_url] * 4)
+    with open_engine(empty_database_url, migrate=False).connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(database_url: str) -> None:
-    engine = open_engine(database_url)
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(sqlite_url: str) -> None:
+    engine = open_engine(sqlite_url)
     with read_transaction(engine) as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
-def test_a_write_transaction_holds_the_write_lock_from_its_start(database_url: str, tmp_path: Path) -> None:
-    engine = open_engine(database_url)
+def test_a_write_transaction_holds_the_write_lock_from_its_start(sqlite_url: str, tmp_path: Path) -> None:
+    engine = open_engine(sqlite_url)
     path = tmp_path / "var" / "aibudget.sqlite3"
     with write_transaction(engine):
         other = sqlite3.connect(path, timeout=0.1, isolation_level=None)
@@ -84,8 +85,9 @@ def test_concurrent_writers_never_lose_an_update(database_url: str) -> None:
         connection.execute(tables.balances.insert().values(practice_id="p"))
 
     def add_one_hundred_times() -> None:
-        for _ in range(100):  # read-modify-write: only safe because BEGIN IMMEDIATE serializes it
+        for _ in range(100):  # read-modify-write: only safe under the practice's lock
             with write_transaction(engine) as connection:
+                lock_practices(connection, ["p"])
                 held = connection.execute(select(tables.balances.c.held_micros)).scalar_one()
                 connection.execute(tables.balances.update().values(held_micros=held + 1))
 
@@ -129,9 +131,9 @@ def test_unusable_database_urls_are_configuration_errors(url: str) -> None:
         open_engine(url)
 
 
-def test_sqlite_syncs_every_commit_when_configured_full(database_url: str) -> None:
-    engine = open_engine(database_url, sqlite_synchronous="full")
+def test_sqlite_syncs_every_commit_when_configured_full(sqlite_url: str) -> None:
+    engine = open_engine(sqlite_url, sqlite_synchronous="full")
     with read_transaction(engine) as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-    with read_transaction(open_engine(database_url)) as connection:
+    with read_transaction(open_engine(sqlite_url)) as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, the default
