@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from aibudget.accounts import service as accounts
 from aibudget.accounts.service import Device, Period, Plan, Practice, Rules, Subscription
@@ -41,11 +41,12 @@ from aibudget.ledger.state import LedgerRules, load_state
 from aibudget.ledger.verify import Discrepancy, verify
 from aibudget.money import parse_usd
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
-from aibudget.store.dialect import read_transaction, write_transaction
+from aibudget.store.dialect import run_transaction
 from aibudget.store.engine import open_engine
 from aibudget.views.snapshot import Snapshot
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def system_clock() -> datetime:
@@ -79,9 +80,18 @@ class Budget:
         """Open (and migrate) the database at `url`, default the configured one."""
         settings = settings or Settings.load()
         engine = open_engine(
-            url or settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+            url or settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            pool_size=settings.pool_size,
+            pool_max_overflow=settings.pool_max_overflow,
         )
         return cls(engine, settings, clock=clock)
+
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        return run_transaction(self.engine, work, write=True)
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        return run_transaction(self.engine, work, write=False)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -105,8 +115,8 @@ class Budget:
         warning_percent: int | None = None,
     ) -> Practice:
         """Create a practice (locale de-CH, timezone Europe/Zurich, policy allow_last_call) or update it."""
-        with write_transaction(self.engine) as connection:
-            return accounts.put_practice(
+        return self._write(
+            lambda connection: accounts.put_practice(
                 connection,
                 practice_id,
                 name=name,
@@ -116,15 +126,18 @@ class Budget:
                 warning_percent=warning_percent,
                 now=self.clock(),
             )
+        )
 
     def get_practice(self, practice_id: str) -> Practice:
-        with read_transaction(self.engine) as connection:
-            return accounts.get_practice(connection, practice_id)
+        return self._read(lambda connection: accounts.get_practice(connection, practice_id))
 
     def put_plan(self, lookup_key: str, *, included_usd: Decimal | str | int) -> Plan:
         """Set the AI budget a plan includes per period, in USD."""
-        with write_transaction(self.engine) as connection:
-            return accounts.put_plan(connection, lookup_key, included_usd=included_usd, now=self.clock())
+        return self._write(
+            lambda connection: accounts.put_plan(
+                connection, lookup_key, included_usd=included_usd, now=self.clock()
+            )
+        )
 
     def put_subscription(
         self,
@@ -140,8 +153,8 @@ class Budget:
         updated_at: int | None = None,
     ) -> Subscription:
         """Mirror the payment provider's subscription (period bounds and `updated_at` in Unix seconds)."""
-        with write_transaction(self.engine) as connection:
-            return accounts.put_subscription(
+        return self._write(
+            lambda connection: accounts.put_subscription(
                 connection,
                 subscription_id,
                 practice_id=practice_id,
@@ -154,18 +167,20 @@ class Budget:
                 updated_at=updated_at,
                 now=self.clock(),
             )
+        )
 
     def current_period(self, practice_id: str) -> Period | None:
         """The billing period the practice is in now; None without a subscription granting access."""
-        with write_transaction(self.engine) as connection:
-            return accounts.current_period(
+        return self._write(
+            lambda connection: accounts.current_period(
                 connection, practice_id, at=self.clock(), rules=self.rules.accounts
             )
+        )
 
     def bind_device(self, device_id: str, *, practice_id: str, user_key: str | None = None) -> Device:
         """Bind a desktop installation to a practice; only its keyed hash is stored."""
-        with write_transaction(self.engine) as connection:
-            return accounts.bind_device(
+        return self._write(
+            lambda connection: accounts.bind_device(
                 connection,
                 self._secret,
                 device_id,
@@ -173,18 +188,25 @@ class Budget:
                 user_key=user_key,
                 now=self.clock(),
             )
+        )
 
     def deactivate_device(self, device_id: str) -> Device:
-        with write_transaction(self.engine) as connection:
-            return accounts.deactivate_device(connection, self._secret, device_id, now=self.clock())
+        return self._write(
+            lambda connection: accounts.deactivate_device(
+                connection, self._secret, device_id, now=self.clock()
+            )
+        )
 
     def resolve_practice(self, *, practice_id: str | None = None, device_id: str | None = None) -> Practice:
         """The practice a request spends from; a device of another practice raises `DeviceNotInPractice`."""
-        with read_transaction(self.engine) as connection:
+
+        def work(connection: Connection) -> Practice:
             resolved, _device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id
             )
             return accounts.get_practice(connection, resolved)
+
+        return self._read(work)
 
     # gating and the ledger
 
@@ -208,11 +230,12 @@ class Budget:
         result; the same id with another estimate raises `IdempotencyConflict`.
         """
         estimate = Estimate(input_tokens, prompt_chars, max_output_tokens, audio_seconds)
-        with write_transaction(self.engine) as connection:
+
+        def work(connection: Connection) -> Authorization | Refusal:
             practice, device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id
             )
-            result = ledger.authorize(
+            return ledger.authorize(
                 connection,
                 practice,
                 request_id=request_id,
@@ -224,6 +247,8 @@ class Budget:
                 rules=self.rules,
                 catalog=self.catalog,
             )
+
+        result = self._write(work)
         if isinstance(result, Refusal):  # raised after the commit: the refusal is on the books
             raise BudgetExceeded(result.payload)
         return result
@@ -252,7 +277,8 @@ class Budget:
         (`.replayed` is True) and charges nothing; another body raises `IdempotencyConflict`.
         """
         usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
-        with write_transaction(self.engine) as connection:
+
+        def work(connection: Connection) -> UsageEvent:
             practice, device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id, recording=True
             )
@@ -273,17 +299,22 @@ class Budget:
                 catalog=self.catalog,
             )
 
+        return self._write(work)
+
     def void(
         self, *, request_id: str, practice_id: str | None = None, device_id: str | None = None
     ) -> Authorization:
         """Release the hold of a call that was not made."""
-        with write_transaction(self.engine) as connection:
+
+        def work(connection: Connection) -> Authorization:
             practice, _device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id
             )
             return ledger.void(
                 connection, practice, request_id=request_id, now=self.clock(), rules=self.rules
             )
+
+        return self._write(work)
 
     def grant_credit(
         self,
@@ -296,8 +327,8 @@ class Budget:
         priority: int = credit.DEFAULT_PRIORITY,
     ) -> CreditGrant:
         """Add prepaid credit once per `reference`; a repeat returns the first grant."""
-        with write_transaction(self.engine) as connection:
-            return credit.grant_credit(
+        return self._write(
+            lambda connection: credit.grant_credit(
                 connection,
                 practice_id,
                 amount_usd=amount_usd,
@@ -307,40 +338,45 @@ class Budget:
                 priority=priority,
                 now=self.clock(),
             )
+        )
 
     def put_auto_topup(self, practice_id: str, **settings: Any) -> TopupSettings:
         """Set automatic top-up (see `credit.topup.put_settings` for the fields); a pause is kept."""
-        with write_transaction(self.engine) as connection:
-            return topup.put_settings(connection, practice_id, **settings, now=self.clock())
+        return self._write(
+            lambda connection: topup.put_settings(connection, practice_id, **settings, now=self.clock())
+        )
 
     def auto_topup(self, practice_id: str) -> TopupSettings:
         """The practice's automatic top-up settings; the defaults (off) when never configured."""
-        with read_transaction(self.engine) as connection:
-            return topup.get_settings(connection, practice_id)
+        return self._read(lambda connection: topup.get_settings(connection, practice_id))
 
     def grants(self, practice_id: str) -> list[CreditGrant]:
-        with read_transaction(self.engine) as connection:
-            return credit.list_grants(connection, practice_id)
+        return self._read(lambda connection: credit.list_grants(connection, practice_id))
 
     def snapshot(self, practice_id: str) -> Snapshot:
         """The operator view of the practice's budget now; `.client_view()` for the desktop."""
         now = self.clock()
-        with read_transaction(self.engine) as connection:
-            state = load_state(connection, practice_id, now=now, rules=self.rules, write=False)
+        state = self._read(
+            lambda connection: load_state(connection, practice_id, now=now, rules=self.rules, write=False)
+        )
         if state is None:  # a period ended or a grant expired: bring the rows up to date first
-            with write_transaction(self.engine) as connection:
-                state = load_state(connection, practice_id, now=now, rules=self.rules, write=True)
+            state = self._write(
+                lambda connection: load_state(connection, practice_id, now=now, rules=self.rules, write=True)
+            )
         assert state is not None
         return state.snapshot()
 
     def sweep(self) -> int:
         """Expire holds past their TTL and grants past their expiry; returns how many holds expired."""
         now = self.clock()
-        with write_transaction(self.engine) as connection:
+
+        def work(connection: Connection) -> int:
             expired = ledger.expire_holds(connection, now=now, rules=self.rules)
             for practice_id in credit_repository.practices_with_due_grants(connection, now):
                 load_state(connection, practice_id, now=now, rules=self.rules, write=True)
-        return expired
+            return expired
+
+        return self._write(work)
 
     def usage_report(
         self,
@@ -354,10 +390,11 @@ class Budget:
         """The practice's events in `[since, until)`, newest first (at most `limit`), or their totals
         per `group_by` (`day` in the practice's timezone, `model`, `operation`); dates are midnight
         in the practice's timezone. Render with `aibudget.views.report`."""
-        with read_transaction(self.engine) as connection:
-            return reports.usage_report(
+        return self._read(
+            lambda connection: reports.usage_report(
                 connection, practice_id, since=since, until=until, group_by=group_by, limit=limit
             )
+        )
 
     # API keys
 
@@ -365,31 +402,30 @@ class Budget:
         self, *, role: str, practice_id: str | None = None, label: str | None = None
     ) -> tuple[ApiKey, str]:
         """A new API key and its text, shown this once: only its hash is stored."""
-        with write_transaction(self.engine) as connection:
-            return auth.create_key(
+        return self._write(
+            lambda connection: auth.create_key(
                 connection, role=role, practice_id=practice_id, label=label, now=self.clock()
             )
+        )
 
     def authenticate(self, presented: str | None) -> Principal:
         """Who a presented API key stands for; raises `Unauthorized`."""
         admin = self.settings.admin_key
-        with read_transaction(self.engine) as connection:
-            return auth.authenticate(
+        return self._read(
+            lambda connection: auth.authenticate(
                 connection, presented, admin_key=admin.get_secret_value() if admin else None
             )
+        )
 
     def api_keys(self) -> list[ApiKey]:
-        with read_transaction(self.engine) as connection:
-            return auth.list_keys(connection)
+        return self._read(lambda connection: auth.list_keys(connection))
 
     def revoke_key(self, key_id: str) -> ApiKey:
-        with write_transaction(self.engine) as connection:
-            return auth.revoke_key(connection, key_id, now=self.clock())
+        return self._write(lambda connection: auth.revoke_key(connection, key_id, now=self.clock()))
 
     def verify(self) -> list[Discrepancy]:
         """Every difference between cached balances and the ledger; empty when the books balance."""
-        with read_transaction(self.engine) as connection:
-            return verify(connection)
+        return self._read(lambda connection: verify(connection))
 
     # prices
 

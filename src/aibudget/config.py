@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     fallback_audio_usd_per_minute: Rate = Decimal("0.02")
     default_provider: str = "openai"
     sqlite_synchronous: Literal["normal", "full"] = "normal"
+    pool_size: int = Field(default=10, ge=1, le=1_000, description="PostgreSQL connections kept per process")
+    pool_max_overflow: int = Field(default=10, ge=0, le=1_000, description="extra connections under load")
     hold_ttl_seconds: int = Field(default=600, ge=1, le=86_400)
     sweep_interval_seconds: int = Field(default=30, ge=1, le=3_600)
     default_max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)

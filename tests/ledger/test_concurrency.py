@@ -216,3 +216,29 @@ def test_a_payment_credited_from_many_threads_at_once_credits_once(budget: Budge
         assert connection.execute(select(func.count()).select_from(tables.credit_grants)).scalar() == 1
     assert budget.snapshot("p1").extra_credit_remaining_micros == 10_000_000
     assert budget.verify() == []
+
+
+def test_verify_and_snapshots_see_consistent_books_while_calls_are_posted(budget: Budget) -> None:
+    """Reads run while other threads post: each read sees one committed state, never half of one."""
+    funding = fund(budget, policy="allow_last_call")
+    posting = threading.Event()
+    posting.set()
+    findings: list[object] = []
+
+    def read_while_posting() -> None:
+        while posting.is_set():
+            findings.extend(budget.verify())
+            snapshot = budget.snapshot("p1")
+            spent = snapshot.used_micros - snapshot.overage_micros
+            left = snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros
+            if spent + left != funding:
+                findings.append(f"snapshot: spent {spent} + left {left} != funding {funding}")
+
+    reader = threading.Thread(target=read_while_posting)
+    reader.start()
+    try:
+        in_threads(4, lambda n: letters_until_refused(budget, "p1", f"t{n}", seed=n)[:0])
+    finally:
+        posting.clear()
+        reader.join()
+    assert findings == []

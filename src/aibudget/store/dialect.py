@@ -11,16 +11,23 @@ balance and both spend it:
   `SELECT ... FOR UPDATE` before it reads anything it will change; other practices proceed in
   parallel. Several rows are always locked in one fixed order (sorted practice ids) so two
   transactions never wait on each other in a cycle.
+
+A PostgreSQL transaction that fails for a passing reason — a serialization failure, a deadlock, a
+lost connection — is run again from the start, a few times (`run_transaction`). That is safe because
+every call that moves money carries its idempotency key: when the lost connection had in fact
+committed, the second run finds the first one's row and replays it instead of charging again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
 from aibudget.store import tables
@@ -28,6 +35,12 @@ from aibudget.store import tables
 _WRITE = "aibudget_write"
 # A fixed key for pg_advisory_xact_lock, so concurrent start-ups migrate one at a time.
 _MIGRATION_LOCK_KEY = 0x0A1B_0D6E
+# serialization_failure, deadlock_detected; class 08 (connection exceptions) is matched by prefix
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+ATTEMPTS = 3
+_FIRST_BACKOFF_SECONDS = 0.02
+
+T = TypeVar("T")
 
 
 def install_sqlite_transactions(engine: Engine, *, synchronous: str = "normal") -> None:
@@ -76,9 +89,43 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    """A consistent read; never blocks writers."""
-    with engine.connect() as connection, connection.begin():
-        yield connection
+    """A consistent read — every statement sees the same committed state — that never blocks writers.
+
+    SQLite under WAL reads one snapshot from the first read on; PostgreSQL needs `REPEATABLE READ`
+    for that (its default gives each statement a newer one), which never fails a transaction that
+    only reads.
+    """
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            yield connection
+
+
+def is_transient(error: DBAPIError) -> bool:
+    """Whether running the whole transaction again may succeed: the database, not the request, failed."""
+    if error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+
+
+def run_transaction(
+    engine: Engine, work: Callable[[Connection], T], *, write: bool, attempts: int = ATTEMPTS
+) -> T:
+    """`work` in one transaction, run again from the start after a transient failure (see module doc).
+
+    After `attempts` runs the last error is raised; an error of the request itself is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with (write_transaction if write else read_transaction)(engine) as connection:
+                return work(connection)
+        except DBAPIError as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            time.sleep(_FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def lock_practices(connection: Connection, practice_ids: Sequence[str]) -> None:

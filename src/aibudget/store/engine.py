@@ -16,8 +16,18 @@ from aibudget.store.dialect import install_sqlite_transactions, lock_migrations,
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def open_engine(url: str, *, migrate: bool = True, sqlite_synchronous: str = "normal") -> Engine:
+def open_engine(
+    url: str,
+    *,
+    migrate: bool = True,
+    sqlite_synchronous: str = "normal",
+    pool_size: int = 10,
+    pool_max_overflow: int = 10,
+) -> Engine:
     """An engine for `url`; with `migrate`, the schema is brought to the newest version first.
+
+    PostgreSQL connections are pooled: `pool_size` kept open, up to `pool_max_overflow` more under
+    load, each checked before use (`pool_pre_ping`) so a restarted server costs no failed call.
 
     `hide_parameters`: a database error's text never carries the values of its statement, which may
     be metadata a caller sent.
@@ -39,7 +49,11 @@ def open_engine(url: str, *, migrate: bool = True, sqlite_synchronous: str = "no
         install_sqlite_transactions(engine, synchronous=sqlite_synchronous)
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(
-            parsed, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+            parsed,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=pool_max_overflow,
+            hide_parameters=True,
         )
     else:
         raise ConfigError(f"AIBUDGET_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}")
