@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from tests.conftest import Aibudget
 NEW_COMMANDS = (
     ["practice", "put"], ["practice", "show"], ["plan", "put"], ["subscription", "put"], ["device", "bind"],
     ["device", "deactivate"], ["credit", "grant"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
-    ["usage", "report"], ["serve"],
+    ["usage", "report"], ["usage", "prune"], ["serve"],
 )  # fmt: skip
 
 
@@ -194,3 +195,26 @@ def test_keys_create_prints_a_key_once_that_works_until_revoked(aibudget: Aibudg
     assert revoked.code == 0, revoked.stderr
     assert json.loads(revoked.stdout)["revoked_at"] is not None
     assert budget_read(key).status_code == 401
+
+
+def test_usage_prune_removes_old_events_and_the_books_still_balance(
+    aibudget: Aibudget, workdir: Path
+) -> None:
+    data_dir = workdir / "var"
+    url, settings = f"sqlite:///{data_dir / 'aibudget.sqlite3'}", Settings.load(data_dir=data_dir)
+    january = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    with Budget.open(url, settings=settings, clock=lambda: january) as budget:
+        budget.put_practice("praxis-1")
+        budget.put_subscription("sub_1", practice_id="praxis-1", status="active")
+        for n in range(2):
+            budget.settle(practice_id="praxis-1", request_id=f"r{n}", model="gpt-4o-mini", input_tokens=1000)
+    refused = aibudget("usage", "prune", "--before", "2026-13-01")
+    assert refused.code == 2
+    assert refused.message.startswith("Error: --before: '2026-13-01' is not an ISO date")
+    done = aibudget("usage", "prune", "--before", "2026-02-01")
+    assert done.code == 0, done.stderr
+    assert done.stdout.startswith("removed 2 usage events and 0 closed authorizations before 2026-02-01")
+    assert aibudget("verify").code == 0
+    with Budget.open(url, settings=settings, clock=lambda: january) as budget:
+        assert not budget.usage_report("praxis-1").rows
+        assert budget.snapshot("praxis-1").used_micros == 2 * 150  # 1000 input tokens at 0.15 USD per 1M

@@ -15,6 +15,7 @@ b.price("gpt-4o-mini", input_tokens=1200, output_tokens=600).cost_usd
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -32,10 +33,11 @@ from aibudget.credit import topup
 from aibudget.credit.service import CreditGrant
 from aibudget.credit.topup import TopupSettings
 from aibudget.errors import BudgetExceeded
-from aibudget.ledger import reports
+from aibudget.ledger import reports, retention
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
 from aibudget.ledger.reports import UsageReport
+from aibudget.ledger.retention import Pruned
 from aibudget.ledger.service import Authorization, Refusal, UsageEvent
 from aibudget.ledger.state import LedgerRules, load_state
 from aibudget.ledger.verify import Discrepancy, verify
@@ -377,6 +379,18 @@ class Budget:
             return expired
 
         return self._write(work)
+
+    def prune_usage(self, before: date | datetime) -> Pruned:
+        """Remove usage events that occurred before `before` (a date is midnight UTC) and the closed
+        authorizations of that time; no balance changes and `verify` still passes (see
+        `ledger.retention`). Runs in batches of its own transactions, so traffic goes on meanwhile."""
+        cutoff = retention.cutoff(before, now=self.clock())
+        removed = Pruned(events=0, authorizations=0)
+        while batch := self._write(lambda connection: retention.prune_events(connection, cutoff)):
+            removed = replace(removed, events=removed.events + batch)
+        while batch := self._write(lambda connection: retention.prune_authorizations(connection, cutoff)):
+            removed = replace(removed, authorizations=removed.authorizations + batch)
+        return removed
 
     def usage_report(
         self,

@@ -1,4 +1,5 @@
-"""`aibudget usage report`: a practice's ledger events, or their totals per day, model or operation."""
+"""`aibudget usage report` and `prune`: a practice's ledger events or their totals per day, model or
+operation; removing old history without changing any balance."""
 
 from __future__ import annotations
 
@@ -74,3 +75,28 @@ def report(
     else:
         columns = EVENT_TABLE if usage.group_by is None else render.columns(usage.group_by)
         emit_table(render.rows_as_json(usage), columns)
+
+
+@usage_app.command(
+    "prune",
+    epilog="Example: aibudget usage prune --before 2025-01-01",
+)
+def prune(
+    ctx: typer.Context,
+    before: Annotated[
+        str, typer.Option(metavar="DATE", help="Remove what happened before this date (UTC) or ISO time.")
+    ],
+) -> None:
+    """Remove old usage events and closed authorizations; no balance changes and verify still passes.
+
+    What the removed events paid is kept as totals on their period and grant. A request id whose
+    records are removed is no longer recognised as a replay: keep well behind any retry window.
+    """
+    cutoff = _parse(before, "before")
+    assert cutoff is not None
+    with open_budget(ctx) as budget:
+        pruned = budget.prune_usage(cutoff)
+    typer.echo(
+        f"removed {pruned.events} usage events and {pruned.authorizations} closed authorizations "
+        f"before {before}; balances unchanged"
+    )

@@ -3,8 +3,9 @@
 The ledger is the truth; the balance rows are a cache the hot path reads. They must agree:
 
 - each event's allocations add up to its cost, and its overage allocation to its `overage_micros`;
-- a period's `included_used`, `used` and `overage` are the sums of its events' allocations and costs;
-- a grant's `remaining + expired + Σ credit allocations = amount`;
+- a period's `included_used`, `used` and `overage` are the sums of its events' allocations and costs,
+  plus what pruned events had added (`pruned_*`, see `ledger.retention`);
+- a grant's `remaining + expired + pruned spent + Σ credit allocations = amount`;
 - a practice's `credit` is the sum of its grants' remaining, its `held` the sum of its active holds.
 """
 
@@ -46,7 +47,7 @@ def _compare(
     found = []
     for key, columns in stored:
         for column, value in columns.items():
-            recomputed = ledger.get(key, {}).get(column, 0)
+            recomputed = int(ledger.get(key, {}).get(column, 0))  # PostgreSQL sums bigints as numeric
             if value != recomputed:
                 found.append(Discrepancy(table, str(key), column, value, recomputed))
     return found
@@ -78,20 +79,29 @@ def verify(connection: Connection) -> list[Discrepancy]:
         ledger_events,
     )
 
-    ledger_periods: dict[object, dict[str, int]] = defaultdict(dict)
+    period_rows = list(connection.execute(select(periods)))
+    ledger_periods: dict[object, dict[str, int]] = {
+        row.period_id: {
+            "included_used_micros": row.pruned_included_used_micros,
+            "used_micros": row.pruned_used_micros,
+            "overage_micros": row.pruned_overage_micros,
+        }
+        for row in period_rows
+    }
     settled = events.c.status.in_(("success", "error"))
     for period_id, used, overage in connection.execute(
         select(events.c.period_id, func.sum(events.c.cost_micros), func.sum(events.c.overage_micros))
         .where(settled, events.c.period_id.is_not(None))
         .group_by(events.c.period_id)
     ):
-        ledger_periods[period_id] |= {"used_micros": used, "overage_micros": overage}
+        ledger_periods[period_id]["used_micros"] += used  # every period_id names a row (foreign key)
+        ledger_periods[period_id]["overage_micros"] += overage
     for period_id, included in connection.execute(
         select(allocations.c.period_id, func.sum(allocations.c.amount_micros))
         .where(allocations.c.pot == "included")
         .group_by(allocations.c.period_id)
     ):
-        ledger_periods[period_id]["included_used_micros"] = included
+        ledger_periods[period_id]["included_used_micros"] += included
     found += _compare(
         "periods",
         (
@@ -103,7 +113,7 @@ def verify(connection: Connection) -> list[Discrepancy]:
                     "overage_micros": row.overage_micros,
                 },
             )
-            for row in connection.execute(select(periods))
+            for row in period_rows
         ),
         ledger_periods,
     )
@@ -117,22 +127,24 @@ def verify(connection: Connection) -> list[Discrepancy]:
             )
         )
     )
+
+    def left_of(grant: Any) -> int:
+        return int(
+            grant.amount_micros
+            - grant.expired_micros
+            - grant.pruned_spent_micros
+            - spent.get(grant.grant_id, 0)
+        )
+
     credit_of: dict[str, dict[str, int]] = defaultdict(lambda: {"credit_micros": 0})
     grant_rows = list(connection.execute(select(grants)))
     found += _compare(
         "credit_grants",
         ((row.grant_id, {"remaining_micros": row.remaining_micros}) for row in grant_rows),
-        {
-            row.grant_id: {
-                "remaining_micros": row.amount_micros - row.expired_micros - spent.get(row.grant_id, 0)
-            }
-            for row in grant_rows
-        },
+        {row.grant_id: {"remaining_micros": left_of(row)} for row in grant_rows},
     )
     for row in grant_rows:  # recomputed from the ledger, so a tampered grant is reported on the grant alone
-        credit_of[row.practice_id]["credit_micros"] += (
-            row.amount_micros - row.expired_micros - spent.get(row.grant_id, 0)
-        )
+        credit_of[row.practice_id]["credit_micros"] += left_of(row)
     held_of: dict[str, int] = dict(
         list(
             connection.execute(

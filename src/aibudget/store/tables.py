@@ -13,7 +13,9 @@ updated in the same transaction as the ledger insert that changes them:
 - `periods`: one row per billing period: included budget, how much of it is used, all posted cost
   and the overage of the period.
 
-`usage_events` and `allocations` are the append-only ledger those rows can be recomputed from.
+`usage_events` and `allocations` are the append-only ledger those rows can be recomputed from. Old
+events may be pruned (`ledger.retention`): what they paid is first carried into `pruned_*` columns
+of their period and grant, so the rows above never change and stay recomputable.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ periods = Table(
     _micros("included_used_micros"),
     _micros("used_micros"),
     _micros("overage_micros"),
+    # what pruned events had added to the three columns above (see `ledger.retention`)
+    _micros("pruned_included_used_micros"),
+    _micros("pruned_used_micros"),
+    _micros("pruned_overage_micros"),
     UniqueConstraint("practice_id", "subscription_id", "period_start"),
     # a plan lowered mid-period may leave more used than included: remaining is then 0, not negative
     CheckConstraint("included_used_micros >= 0", name="included_used_nonnegative"),
@@ -180,6 +186,7 @@ credit_grants = Table(
     Column("expires_at", Instant),
     Column("expired_at", Instant),  # set when what was left of it expired
     _micros("expired_micros"),  # what was left when it expired
+    _micros("pruned_spent_micros"),  # what pruned events had spent of it (see `ledger.retention`)
     CheckConstraint("amount_micros > 0", name="amount_positive"),
     CheckConstraint("remaining_micros >= 0 AND remaining_micros <= amount_micros", name="remaining_within"),
     CheckConstraint(
