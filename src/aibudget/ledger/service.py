@@ -142,9 +142,13 @@ def _authorization(row: AuthorizationRow, *, replayed: bool = False) -> Authoriz
 
 
 def budget_after(connection: Connection, practice_id: str, *, now: datetime, rules: LedgerRules) -> Snapshot:
-    """The practice's snapshot inside the current write transaction, after its changes."""
-    state = load_state(connection, practice_id, now=now, rules=rules, write=True)
-    assert state is not None
+    """The practice's snapshot inside the current write transaction, after its changes.
+
+    The transaction already holds the practice's lock and brought its state up to date at `now`,
+    so this is a plain read.
+    """
+    state = load_state(connection, practice_id, now=now, rules=rules, write=False)
+    assert state is not None, "the write path brings the state up to date before it changes it"
     return state.snapshot()
 
 

@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, event, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
-from aibudget.store import tables
+from aibudget.store.sql import Statement
 
 _WRITE = "aibudget_write"
 # A fixed key for pg_advisory_xact_lock, so concurrent start-ups migrate one at a time.
@@ -128,16 +128,17 @@ def run_transaction(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+# PostgreSQL only (SQLite's write lock covers the file): hand-written, as it runs in every write
+_LOCK_PRACTICES = Statement(
+    "SELECT practice_id FROM balances WHERE practice_id = ANY(:ids) ORDER BY practice_id FOR UPDATE"
+)
+
+
 def lock_practices(connection: Connection, practice_ids: Sequence[str]) -> None:
     """Serialize writers of these practices' money until the transaction ends (see module doc)."""
     if connection.dialect.name != "postgresql":
         return  # BEGIN IMMEDIATE already holds the whole file
-    connection.execute(
-        select(tables.balances.c.practice_id)
-        .where(tables.balances.c.practice_id.in_(sorted(set(practice_ids))))
-        .order_by(tables.balances.c.practice_id)
-        .with_for_update()
-    )
+    _LOCK_PRACTICES.run(connection, {"ids": sorted(set(practice_ids))}).fetchall()
 
 
 def lock_migrations(connection: Connection) -> None:

@@ -27,7 +27,9 @@ def open_engine(
     """An engine for `url`; with `migrate`, the schema is brought to the newest version first.
 
     PostgreSQL connections are pooled: `pool_size` kept open, up to `pool_max_overflow` more under
-    load, each checked before use (`pool_pre_ping`) so a restarted server costs no failed call.
+    load. They are not pinged before use (a round trip on every call): a connection the server has
+    dropped fails its first statement, which invalidates the pool, and `run_transaction` runs the
+    call again on a fresh connection.
 
     `hide_parameters`: a database error's text never carries the values of its statement, which may
     be metadata a caller sent.
@@ -50,7 +52,6 @@ def open_engine(
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(
             parsed,
-            pool_pre_ping=True,
             pool_size=pool_size,
             max_overflow=pool_max_overflow,
             hide_parameters=True,
