@@ -843,7 +843,7 @@ class Books(RuleBasedStateMachine):
 
 # Examples per engine: each PostgreSQL step costs round trips to the server, so it runs fewer of
 # the same sequences. Passing takes under a minute each; a failure's shrinking may take minutes more.
-EXAMPLES = {"sqlite": 100, "postgresql": 40}
+EXAMPLES = {"sqlite": 100, "postgresql": 30}
 
 
 @pytest.mark.timeout(900)
