@@ -30,8 +30,9 @@ def main() -> int:
     }
     for script in scripts:
         print(f"## {script.stem}", flush=True)
-        subprocess.run([sys.executable, str(script)], check=True)
         result = RESULTS / f"{script.stem}.json"
+        result.unlink(missing_ok=True)  # a script that measures nothing here must not report old numbers
+        subprocess.run([sys.executable, str(script)], check=True)
         report[script.stem] = json.loads(result.read_text()) if result.exists() else None
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nmachine: {report['machine']}")
