@@ -14,7 +14,7 @@ from aibudget import Authorization, Budget, BudgetExceeded, Conflict, NotFound
 from aibudget.ledger.waterfall import Allocation
 from aibudget.store import tables
 from tests.conftest import FakeClock
-from tests.factories import USD, open_practice, rows, transcribe, usage_events
+from tests.factories import USD, create_practice, open_practice, rows, transcribe, usage_events
 
 events = tables.usage_events
 
@@ -248,3 +248,18 @@ def test_a_request_settled_without_an_authorization_cannot_be_voided_either(budg
     with pytest.raises(Conflict):
         budget.void(practice_id="p1", request_id="r1")
     assert budget.snapshot("p1").used_micros == 2_500
+
+
+def test_a_practice_without_a_subscription_gets_its_budget_back_from_void_and_settle(budget: Budget) -> None:
+    """No current period: the snapshot each answer carries is still made (regression: a 500)."""
+    create_practice(budget, "p1")
+    with pytest.raises(BudgetExceeded):
+        dictation(budget, "r1", 30)
+    voided = budget.void(practice_id="p1", request_id="r1")
+    assert voided.status == "refused"
+    assert voided.budget is not None
+    assert voided.budget.available_micros == 0
+    event = budget.settle(practice_id="p1", request_id="r2", model="gpt-4o-mini", input_tokens=10)
+    assert event.budget is not None
+    assert (event.budget.practice_id, event.cost_micros) == ("p1", 2)
+    assert budget.verify() == []

@@ -145,10 +145,12 @@ def budget_after(connection: Connection, practice_id: str, *, now: datetime, rul
     """The practice's snapshot inside the current write transaction, after its changes.
 
     The transaction already holds the practice's lock and brought its state up to date at `now`,
-    so this is a plain read.
+    so this is mostly a plain read; only a practice without a current period (which a read never
+    takes as up to date) is loaded the writing way again.
     """
-    state = load_state(connection, practice_id, now=now, rules=rules, write=False)
-    assert state is not None, "the write path brings the state up to date before it changes it"
+    state = load_state(connection, practice_id, now=now, rules=rules, write=False) or _write_state(
+        connection, practice_id, now, rules
+    )
     return state.snapshot()
 
 
