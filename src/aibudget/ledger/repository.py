@@ -211,15 +211,16 @@ _INSERT_EVENT = f"""
     INSERT INTO usage_events ({", ".join(_EVENT_COLUMNS)})
     VALUES ({", ".join(":" + name for name in _EVENT_COLUMNS)})
 """
-_INSERT_SETTLEMENT = Statement(
-    _INSERT_EVENT
-    + """ ON CONFLICT (practice_id, request_id) WHERE status IN ('success', 'error') DO NOTHING
-    RETURNING event_id"""
-)
-_INSERT_OTHER_EVENT = Statement(_INSERT_EVENT + " RETURNING event_id")
+_INSERT_EVENT_RETURNING = Statement(_INSERT_EVENT + " RETURNING event_id")
+_INSERT_SETTLEMENT = Statement("""
+    INSERT INTO settlements (practice_id, request_id, event_id, occurred_at)
+    VALUES (:practice_id, :request_id, :event_id, :occurred_at)
+    ON CONFLICT (practice_id, request_id) DO NOTHING RETURNING event_id
+""")
 _SETTLEMENT = Statement(f"""
-    SELECT {", ".join(EventRow._fields)} FROM usage_events
-    WHERE practice_id = :practice_id AND request_id = :request_id AND status IN ('success', 'error')
+    SELECT {", ".join("e." + name for name in EventRow._fields)}
+    FROM settlements s JOIN usage_events e ON e.event_id = s.event_id AND e.occurred_at = s.occurred_at
+    WHERE s.practice_id = :practice_id AND s.request_id = :request_id
 """)
 
 
@@ -231,14 +232,21 @@ def _event_params(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def insert_settlement(connection: Connection, values: dict[str, Any]) -> int | None:
-    """Insert the settlement event of a request; None if the request is settled already."""
-    row = _INSERT_SETTLEMENT.one(connection, _event_params(values))
-    return None if row is None else int(row[0])
+    """Insert the settlement event of a request and its settlement record; None, with nothing
+    inserted once the caller's transaction rolls back, if the request is settled already."""
+    params = _event_params(values)
+    event_id = insert_event(connection, values)
+    recorded = _INSERT_SETTLEMENT.one(
+        connection,
+        {"practice_id": params["practice_id"], "request_id": params["request_id"], "event_id": event_id,
+         "occurred_at": params["occurred_at"]},
+    )  # fmt: skip
+    return None if recorded is None else event_id
 
 
 def insert_event(connection: Connection, values: dict[str, Any]) -> int:
-    """Insert a blocked, voided or expired event."""
-    row = _INSERT_OTHER_EVENT.one(connection, _event_params(values))
+    """Insert an event (a settlement's through `insert_settlement`); its id."""
+    row = _INSERT_EVENT_RETURNING.one(connection, _event_params(values))
     assert row is not None
     return int(row[0])
 

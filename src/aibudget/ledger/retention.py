@@ -81,6 +81,7 @@ def prune_events(connection: Connection, before: datetime, *, limit: int = BATCH
            allocations.c.event_id.in_(ids), allocations.c.pot == "included")  # fmt: skip
     _carry(connection, grants, allocations.c.grant_id, {"pruned_spent_micros": allocations.c.amount_micros},
            allocations.c.event_id.in_(ids), allocations.c.pot == "credit")  # fmt: skip
+    connection.execute(delete(tables.settlements).where(tables.settlements.c.event_id.in_(ids)))
     connection.execute(delete(allocations).where(allocations.c.event_id.in_(ids)))
     connection.execute(delete(events).where(events.c.event_id.in_(ids)))
     return len(ids)

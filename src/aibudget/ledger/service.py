@@ -9,8 +9,9 @@ The two-phase life of a call (after TigerBeetle's pending transfers):
 
 Settling without an authorization is allowed (record-after-the-call), and so is settling after a
 hold expired or was voided: a call that happened is never lost. Every operation is idempotent on
-`(practice, request_id)`: the authorization row and the settlement event are their own idempotency
-records, so a replay finds what the first attempt wrote and returns it; the same id with another body
+`(practice, request_id)`: the authorization row and the settlement record (pointing at its event)
+are the idempotency records, so a replay finds what the first attempt wrote and returns it; the same
+id with another body
 is an `IdempotencyConflict`. All functions run inside the caller's write transaction and lock the
 practice first.
 """

@@ -3,6 +3,7 @@
 The ledger is the truth; the balance rows are a cache the hot path reads. They must agree:
 
 - each event's allocations add up to its cost, and its overage allocation to its `overage_micros`;
+  every allocation has its event, every settled event its settlement record and back;
 - a period's `included_used`, `used` and `overage` are the sums of its events' allocations and costs,
   plus what pruned events had added (`pruned_*`, see `ledger.retention`);
 - a grant's `remaining + expired + pruned spent + Σ credit allocations = amount`;
@@ -20,7 +21,7 @@ from sqlalchemy import Connection, case, func, select
 
 from aibudget.store import tables
 
-events, allocations = tables.usage_events, tables.allocations
+events, allocations, settlements = tables.usage_events, tables.allocations, tables.settlements
 periods, grants, balances, authorizations = (
     tables.periods,
     tables.credit_grants,
@@ -68,16 +69,37 @@ def verify(connection: Connection) -> list[Discrepancy]:
         row.event_id: {"cost_micros": row.allocated, "overage_micros": row.overage}
         for row in connection.execute(per_event)
     }
+    event_rows = list(
+        connection.execute(
+            select(events.c.event_id, events.c.status, events.c.cost_micros, events.c.overage_micros)
+        )
+    )
     found += _compare(
         "usage_events",
         (
             (row.event_id, {"cost_micros": row.cost_micros, "overage_micros": row.overage_micros})
-            for row in connection.execute(
-                select(events.c.event_id, events.c.cost_micros, events.c.overage_micros)
-            )
+            for row in event_rows
         ),
         ledger_events,
     )
+    # what foreign keys would check, were the events table free of them (see `store.tables`)
+    event_ids = {row.event_id for row in event_rows}
+    found += [
+        Discrepancy("allocations", str(event_id), "amount_micros", int(allocated["cost_micros"]), 0)
+        for event_id, allocated in ledger_events.items()
+        if event_id not in event_ids
+    ]
+    settled_ids = {row.event_id for row in event_rows if row.status in ("success", "error")}
+    recorded = dict(list(connection.execute(select(settlements.c.event_id, settlements.c.request_id))))
+    found += [
+        Discrepancy("settlements", request_id, "event_id", event_id, 0)
+        for event_id, request_id in recorded.items()
+        if event_id not in settled_ids
+    ]
+    found += [
+        Discrepancy("usage_events", str(event_id), "settlement", 0, 1)
+        for event_id in settled_ids - recorded.keys()
+    ]
 
     period_rows = list(connection.execute(select(periods)))
     ledger_periods: dict[object, dict[str, int]] = {

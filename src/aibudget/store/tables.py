@@ -38,7 +38,6 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     false,
-    text,
     true,
 )
 from sqlalchemy.types import TypeDecorator
@@ -256,22 +255,27 @@ usage_events = Table(
         "cost_micros >= 0 AND overage_micros >= 0 AND overage_micros <= cost_micros", name="amounts"
     ),
     Index(None, "practice_id", "occurred_at"),
-    # one settlement per request: this index is also the idempotency record of `settle`
-    Index(
-        "uq_usage_events_settlement",
-        "practice_id",
-        "request_id",
-        unique=True,
-        sqlite_where=text("status IN ('success', 'error')"),
-        postgresql_where=text("status IN ('success', 'error')"),
-    ),
     sqlite_autoincrement=True,  # ids are never reused, even after old events are pruned
+)
+
+# One row per settled request: the idempotency record of `settle`, pointing at its event. It lives
+# apart from `usage_events` so that table carries no unique key but its own id and no other table
+# refers to it: nothing stands in the way of partitioning it by `occurred_at` (a partitioned
+# table's unique keys must contain the partition key). Pruned with its event.
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), primary_key=True),
+    Column("request_id", RequestId, primary_key=True),
+    Column("event_id", Integer, nullable=False, index=True),
+    Column("occurred_at", Instant, nullable=False),  # the event's, so a lookup can name its partition
 )
 
 allocations = Table(
     "allocations",
     metadata,
-    Column("event_id", Integer, ForeignKey("usage_events.event_id"), primary_key=True),
+    # no foreign key to usage_events (see `settlements`): written and pruned with its event
+    Column("event_id", Integer, primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("pot", String(10), nullable=False),  # included | credit | overage
     Column("period_id", Integer, ForeignKey("periods.period_id")),
