@@ -170,6 +170,18 @@ def test_same_request_id_with_another_body_is_409(
     assert books.snapshot(practice) == before
 
 
+def test_authorizing_a_request_already_settled_is_409(
+    service: httpx.Client, practice: str, books: Budget
+) -> None:
+    assert settle(service, practice, "settled-first").status_code == 201
+    before = books.snapshot(practice)
+
+    body = problem(authorize(service, practice, "settled-first"), 409, "CONFLICT")
+
+    assert body["field"] == "request_id"
+    assert books.snapshot(practice) == before
+
+
 def test_exhausted_practice_is_refused_with_402_and_the_refusal_payload(
     service: httpx.Client, books: Budget
 ) -> None:

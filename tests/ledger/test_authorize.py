@@ -15,6 +15,7 @@ from aibudget import (
     Authorization,
     Budget,
     BudgetExceeded,
+    Conflict,
     DeviceNotInPractice,
     Forbidden,
     IdempotencyConflict,
@@ -175,6 +176,19 @@ def test_the_same_request_id_with_another_estimate_is_a_conflict_and_writes_noth
         dictation(budget, "r1", 31)
     assert conflict.value.field == "request_id"
     assert money_tables(budget) == before
+
+
+def test_authorizing_a_request_already_settled_is_a_conflict_and_holds_nothing(budget: Budget) -> None:
+    """A hold for a call that was recorded already would wait for a settle that never comes."""
+    open_practice(budget)
+    transcribe(budget, "r1", usd="0.01")  # settled without an authorization
+    before = money_tables(budget)
+    with pytest.raises(Conflict) as conflict:
+        dictation(budget, "r1", 30)
+    assert type(conflict.value) is Conflict
+    assert conflict.value.field == "request_id"
+    assert money_tables(budget) == before
+    assert budget.snapshot("p1").held_micros == 0
 
 
 # the estimate

@@ -428,6 +428,10 @@ class Books(RuleBasedStateMachine):
         )
         period = self.refresh(pid)
 
+        if first is None and (pid, rid) in self.settled:
+            label("authorize: a request settled without authorization")
+            expect_error(error, Conflict, f"authorize {pid}/{rid}, settled without authorization")
+            return
         if first is not None:  # a replay returns the first result; another body is a conflict
             label(f"authorize: {'replay' if body == first.body else 'another body'}")
             if body != first.body:

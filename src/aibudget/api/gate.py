@@ -138,7 +138,7 @@ def _usage(event: UsageEvent) -> UsageOut:
 @router.post(
     "/authorizations",
     status_code=201,
-    responses={200: {"description": "a replay: the first result"}, **problems(402, 404, body=True)},
+    responses={200: {"description": "a replay: the first result"}, **problems(402, 404, 409, body=True)},
 )
 def authorize(
     body: AuthorizeIn,

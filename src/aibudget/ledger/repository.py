@@ -89,6 +89,13 @@ _AUTHORIZATION = Statement(f"""
     SELECT {_AUTHORIZATION_COLUMNS} FROM authorizations
     WHERE practice_id = :practice_id AND request_id = :request_id
 """)
+# for authorize: the request's authorization, if any, and whether it was settled, in one round trip
+_AUTHORIZATION_OR_SETTLED = Statement(f"""
+    SELECT {", ".join("a." + name for name in AuthorizationRow._fields)},
+        EXISTS (SELECT 1 FROM settlements s WHERE s.practice_id = :practice_id AND s.request_id = :request_id)
+    FROM (SELECT 1 AS one) AS request
+    LEFT JOIN authorizations a ON a.practice_id = :practice_id AND a.request_id = :request_id
+""")
 _INSERT_AUTHORIZATION = Statement("""
     INSERT INTO authorizations (authorization_id, practice_id, request_id, period_id, device_suffix,
         operation, model, estimate, body_hash, estimate_micros, held_micros, status, refusal,
@@ -112,6 +119,16 @@ def _authorization(row: tuple[Any, ...]) -> AuthorizationRow:
 def authorization(connection: Connection, practice_id: str, request_id: str) -> AuthorizationRow | None:
     row = _AUTHORIZATION.one(connection, {"practice_id": practice_id, "request_id": request_id})
     return None if row is None else _authorization(row)
+
+
+def authorization_or_settled(
+    connection: Connection, practice_id: str, request_id: str
+) -> tuple[AuthorizationRow | None, bool]:
+    """The request's authorization (None without one) and whether the request is settled."""
+    row = _AUTHORIZATION_OR_SETTLED.one(connection, {"practice_id": practice_id, "request_id": request_id})
+    assert row is not None  # one row always: the authorization is joined to it
+    *found, settled = row
+    return (None if found[0] is None else _authorization(tuple(found))), bool(settled)
 
 
 def insert_authorization(connection: Connection, values: dict[str, Any]) -> None:

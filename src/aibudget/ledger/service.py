@@ -8,12 +8,13 @@ The two-phase life of a call (after TigerBeetle's pending transfers):
     authorize ──> refused                        402; recorded as a `blocked` event
 
 Settling without an authorization is allowed (record-after-the-call), and so is settling after a
-hold expired or was voided: a call that happened is never lost. Every operation is idempotent on
-`(practice, request_id)`: the authorization row and the settlement record (pointing at its event)
-are the idempotency records, so a replay finds what the first attempt wrote and returns it; the same
-id with another body
-is an `IdempotencyConflict`. All functions run inside the caller's write transaction and lock the
-practice first.
+hold expired or was voided: a call that happened is never lost. Authorizing a request that is
+already settled is a `Conflict`: its hold would wait for a settle that already happened.
+
+Every operation is idempotent on `(practice, request_id)`: the authorization row and the settlement
+record (pointing at its event) are the idempotency records, so a replay finds what the first attempt
+wrote and returns it; the same id with another body is an `IdempotencyConflict`. All functions run
+inside the caller's write transaction and lock the practice first.
 """
 
 from __future__ import annotations
@@ -179,7 +180,14 @@ def authorize(
     body_hash = _body_hash(body)
     state = _write_state(connection, practice_id, now, rules)
     practice = state.practice
-    existing = repository.authorization(connection, practice.practice_id, _request_id(request_id))
+    existing, settled = repository.authorization_or_settled(
+        connection, practice.practice_id, _request_id(request_id)
+    )
+    if existing is None and settled:  # a hold now would wait for a settle that already happened
+        raise Conflict(
+            f"request_id {request_id!r} is already settled; authorize a call before it is made",
+            field="request_id",
+        )
     if existing is not None:
         if existing.body_hash != body_hash:
             raise IdempotencyConflict(
