@@ -28,30 +28,24 @@ everything runs on 127.0.0.1. Results go to bench/results/http_api.json. Runs in
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import multiprocessing
 import os
-import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _load import Connection, authorization, free_port, serve, usage
 from _machine import machine
 from aibudget import Budget, Settings
 
 RESULTS = Path(__file__).parent / "results" / "http_api.json"
-SCRIPT = Path(sys.executable).parent / "aibudget"
 
 PAIRS_TARGET_PER_WORKER = 1_500.0
 P99_TARGET_MS = 5.0
@@ -68,41 +62,12 @@ PRACTICE = "bench-http"
 PLAN = "bench-huge"
 
 
-class Connection:
-    """One keep-alive connection that posts JSON and returns the status."""
-
-    def __init__(self, port: int, key: str) -> None:
-        self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def post(self, path: str, body: dict[str, Any]) -> int:
-        self._http.request("POST", path, json.dumps(body), self._headers)
-        response = self._http.getresponse()
-        response.read()
-        return response.status
-
-    def close(self) -> None:
-        self._http.close()
-
-
 def _authorization(request_id: str) -> dict[str, Any]:
-    return {
-        "practice_id": PRACTICE,
-        "request_id": request_id,
-        "operation": "letter",
-        "model": "gpt-4o-mini",
-        "estimate": {"input_tokens": 1200, "max_output_tokens": 800},
-    }
+    return authorization(PRACTICE, request_id, input_tokens=1200, max_output_tokens=800)
 
 
 def _usage(request_id: str) -> dict[str, Any]:
-    return {
-        "practice_id": PRACTICE,
-        "request_id": request_id,
-        "operation": "letter",
-        "model": "gpt-4o-mini",
-        "usage": {"input_tokens": 1180, "output_tokens": 640},
-    }
+    return usage(PRACTICE, request_id, input_tokens=1180, output_tokens=640)
 
 
 def _pairs(
@@ -218,13 +183,6 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _prepare(data_dir: Path) -> str:
     """A practice on a plan with a huge budget, and a service key for the load process."""
     now = int(time.time())
@@ -243,34 +201,13 @@ def _prepare(data_dir: Path) -> str:
         return budget.create_key(role="service", label="bench/http_api.py")[1]
 
 
-def _serve(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIBUDGET_")}
-    env |= {"AIBUDGET_DATA_DIR": str(data_dir), "AIBUDGET_ADMIN_KEY": secrets.token_urlsafe(32)}
-    log = (data_dir / "server.log").open("wb")
-    command = [str(SCRIPT), "serve", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"aibudget serve exited: {(data_dir / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("aibudget serve did not become ready within 60 s")
-
-
 def measure(workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aibudget-bench-http-") as tmp:
         data_dir = Path(tmp) / "var"
         data_dir.mkdir()
         key = _prepare(data_dir)
-        port = _free_port()
-        server = _serve(data_dir, port, workers)
+        port = free_port()
+        server = serve(data_dir, port, workers)
         try:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as load:

@@ -37,16 +37,13 @@ Loops are bounded in time and count. Results go to bench/results/postgres.json. 
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import multiprocessing
 import os
 import random
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -60,6 +57,7 @@ import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from _load import Connection, authorization, free_port, serve, usage
 from _machine import machine
 from aibudget import Budget, Settings
 from aibudget.money import parse_usd
@@ -67,7 +65,6 @@ from aibudget.store import tables
 from aibudget.store.dialect import read_transaction
 
 RESULTS = Path(__file__).parent / "results" / "postgres.json"
-SCRIPT = Path(sys.executable).parent / "aibudget"
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 PAIRS_TARGET = 3_000.0
@@ -89,41 +86,12 @@ PLAN = "bench-huge"
 HOT, HOT_PLAN = "bench-hot", "bench-hot-plan"
 
 
-class Connection:
-    """One keep-alive connection that posts JSON and returns the status."""
-
-    def __init__(self, port: int, key: str) -> None:
-        self._http = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    def post(self, path: str, body: dict[str, Any]) -> int:
-        self._http.request("POST", path, json.dumps(body), self._headers)
-        response = self._http.getresponse()
-        response.read()
-        return response.status
-
-    def close(self) -> None:
-        self._http.close()
-
-
 def _authorization(practice_id: str, request_id: str) -> dict[str, Any]:
-    return {
-        "practice_id": practice_id,
-        "request_id": request_id,
-        "operation": "letter",
-        "model": "gpt-4o-mini",
-        "estimate": {"input_tokens": 1000, "max_output_tokens": 500},
-    }
+    return authorization(practice_id, request_id, input_tokens=1000, max_output_tokens=500)
 
 
 def _usage(practice_id: str, request_id: str, output_tokens: int) -> dict[str, Any]:
-    return {
-        "practice_id": practice_id,
-        "request_id": request_id,
-        "operation": "letter",
-        "model": "gpt-4o-mini",
-        "usage": {"input_tokens": 1000, "output_tokens": output_tokens},
-    }
+    return usage(practice_id, request_id, input_tokens=1000, output_tokens=output_tokens)
 
 
 def _spread_thread(
@@ -228,13 +196,6 @@ def drive_hot(port: int, key: str) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _admin(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     return psycopg.connect(plain, autocommit=True, connect_timeout=5)
@@ -262,26 +223,6 @@ def _prepare(budget: Budget) -> str:
     _subscribe(budget, HOT, plan=HOT_PLAN, policy="strict")
     budget.grant_credit(HOT, amount_usd=HOT_GRANT_USD, source="purchase", reference="bench-hot-grant")
     return budget.create_key(role="service", label="bench/postgres.py")[1]
-
-
-def _serve(data_dir: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIBUDGET_")}
-    env |= {"AIBUDGET_DATA_DIR": str(data_dir), "AIBUDGET_ADMIN_KEY": secrets.token_urlsafe(32),
-            "AIBUDGET_DATABASE_URL": database_url}  # fmt: skip
-    log_path = data_dir / "server.log"
-    command = [str(SCRIPT), "serve", "--port", str(port), "--workers", str(WORKERS)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    # each worker logs this once when it is ready; polled, as the log is a file
-    while log_path.read_text(errors="replace").count("Application startup complete.") < WORKERS:
-        if process.poll() is not None:
-            raise RuntimeError(f"aibudget serve exited: {log_path.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{WORKERS} workers did not start within 60 s")
-        time.sleep(0.2)
-    return process
 
 
 def _books(budget: Budget) -> dict[str, Any]:
@@ -327,8 +268,8 @@ def measure(url: str) -> dict[str, Any]:
             data_dir.mkdir()
             with Budget.open(database, settings=Settings.load(data_dir=data_dir)) as budget:
                 key = _prepare(budget)
-                port = _free_port()
-                server = _serve(data_dir, database, port)
+                port = free_port()
+                server = serve(data_dir, port, WORKERS, AIBUDGET_DATABASE_URL=database)
                 try:
                     context = multiprocessing.get_context("spawn")
                     with ProcessPoolExecutor(max_workers=1, mp_context=context) as load:
