@@ -19,12 +19,13 @@ first one at or after the cut-off, which keeps each batch's cost bounded by its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, Table, delete, func, select, update
 
 from aibudget.errors import InvalidInput
+from aibudget.ledger.reports import resolve_bound
 from aibudget.store import tables
 from aibudget.store.dialect import lock_practices
 
@@ -42,12 +43,8 @@ class Pruned:
 
 def cutoff(before: date | datetime, *, now: datetime) -> datetime:
     """The instant `before` stands for (a date or naive date-time is UTC); never later than `now`."""
-    if isinstance(before, datetime):
-        instant = before if before.utcoffset() is not None else before.replace(tzinfo=UTC)
-    elif isinstance(before, date):
-        instant = datetime.combine(before, time(), tzinfo=UTC)
-    else:
-        raise InvalidInput("before must be a date or date-time", field="before")
+    instant = resolve_bound(before, "UTC", field="before")
+    assert instant is not None
     if instant > now:
         raise InvalidInput(
             f"before: {instant.isoformat()} is in the future; only history can be pruned", field="before"
