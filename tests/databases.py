@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -35,15 +36,20 @@ from aibudget.store.engine import open_engine
 TEMPLATE = "aibudget_template"
 
 
+def connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A plain psycopg connection (autocommit) to the database of a SQLAlchemy URL."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(plain, autocommit=True)
+
+
 @dataclass
 class PostgresServer:
     """A server the tests may create databases on; `url` connects to its maintenance database."""
 
     url: str
 
-    def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
-        plain = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-        return psycopg.connect(plain, autocommit=True)
+    def _admin(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return connect(self.url)
 
     def url_of(self, database: str) -> str:
         url = make_url(self.url).set(drivername="postgresql+psycopg", database=database)

@@ -12,12 +12,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from aibudget import Budget, BudgetExceeded, Settings
 from tests.conftest import FakeClock
-from tests.databases import PostgresServer
+from tests.databases import PostgresServer, connect
 from tests.factories import create_practice, open_practice, transcribe, usage_events
 
 
@@ -55,7 +54,7 @@ def url(postgres: PostgresServer) -> Iterator[str]:
 
 
 def run(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as plain:
+    with connect(url) as plain:
         cursor = plain.execute(sql)
         return cursor.fetchall() if cursor.description else []
 

@@ -14,7 +14,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -22,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from aibudget import Budget, Settings
 from aibudget.store import tables
 from aibudget.store.dialect import ATTEMPTS, is_transient, read_transaction, write_transaction
-from tests.databases import PostgresServer
+from tests.databases import PostgresServer, connect
 from tests.factories import DECEMBER_2025, open_practice, transcribe
 
 START, END = DECEMBER_2025
@@ -42,15 +41,11 @@ def budget(url: str, tmp_path: Path) -> Iterator[Budget]:
         yield opened
 
 
-def plain(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
-
-
 class PracticeLock:
     """Holds p1's balances row from another connection, so a call of p1 waits for it."""
 
     def __init__(self, url: str) -> None:
-        self.connection = plain(url)
+        self.connection = connect(url)
         self.connection.autocommit = False
         self.connection.execute("SELECT 1 FROM balances WHERE practice_id = 'p1' FOR UPDATE")
 
@@ -61,7 +56,7 @@ class PracticeLock:
 
 def kill_waiters(url: str, times: int) -> None:
     """Terminate the backend waiting on p1's lock, `times` times (each retry waits again)."""
-    with plain(url) as admin:
+    with connect(url) as admin:
         for _ in range(times):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -156,7 +151,7 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_failing_a_ca
     budget: Budget, url: str
 ) -> None:
     budget.snapshot("p1")  # the pool now holds an idle connection
-    with plain(url) as admin:
+    with connect(url) as admin:
         dropped = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
