@@ -197,3 +197,21 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
 def empty_database_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """Like `database_url`, but a PostgreSQL database is left unmigrated too."""
     yield from _fresh_database(backend, request, migrated=False)
+
+
+def server_databases(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A database for a server a test starts: None (the server's own SQLite file in its data
+    directory), or a fresh PostgreSQL database the server migrates itself."""
+    if backend == "sqlite":
+        yield None
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def server_database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The database of a module's server (see `server_databases`)."""
+    yield from server_databases(backend, request)

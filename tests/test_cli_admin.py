@@ -24,7 +24,8 @@ from tests.conftest import Aibudget
 NEW_COMMANDS = (
     ["practice", "put"], ["practice", "show"], ["plan", "put"], ["subscription", "put"], ["device", "bind"],
     ["device", "deactivate"], ["credit", "grant"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"],
-    ["usage", "report"], ["usage", "prune"], ["serve"],
+    ["usage", "report"], ["usage", "prune"], ["serve"], ["topup", "show"], ["topup", "set"],
+    ["topup", "resume"], ["topup", "attempts"],
 )  # fmt: skip
 
 

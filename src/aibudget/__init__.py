@@ -6,7 +6,9 @@ The library surface (SPEC §10); everything else is internal and may change.
 from aibudget.accounts.service import Device, Period, Plan, Practice, Subscription
 from aibudget.budget import Budget
 from aibudget.config import Settings
+from aibudget.credit.autotopup import TopupAttempt
 from aibudget.credit.service import CreditGrant
+from aibudget.credit.topup import TopupSettings
 from aibudget.errors import (
     AibudgetError,
     BudgetExceeded,
@@ -16,12 +18,18 @@ from aibudget.errors import (
     Forbidden,
     IdempotencyConflict,
     InvalidInput,
+    InvalidWebhook,
     NotFound,
+    PaymentProviderUnavailable,
+    PaymentsOff,
     UnknownModel,
     UnreadableAudio,
 )
 from aibudget.ledger.service import Authorization, UsageEvent
 from aibudget.ledger.verify import Discrepancy
+from aibudget.notify.outbox import Notification
+from aibudget.payments.gateway import CheckoutSession
+from aibudget.payments.packages import Offer
 from aibudget.pricing.audio import AudioDuration, read_duration
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
 from aibudget.views.client import ClientView
@@ -33,6 +41,7 @@ __all__ = [
     "Authorization",
     "Budget",
     "BudgetExceeded",
+    "CheckoutSession",
     "ClientView",
     "ConfigError",
     "Conflict",
@@ -43,7 +52,12 @@ __all__ = [
     "Forbidden",
     "IdempotencyConflict",
     "InvalidInput",
+    "InvalidWebhook",
     "NotFound",
+    "Notification",
+    "Offer",
+    "PaymentProviderUnavailable",
+    "PaymentsOff",
     "Period",
     "Plan",
     "Practice",
@@ -52,6 +66,8 @@ __all__ = [
     "Settings",
     "Snapshot",
     "Subscription",
+    "TopupAttempt",
+    "TopupSettings",
     "UnknownModel",
     "UnreadableAudio",
     "Usage",

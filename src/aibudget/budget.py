@@ -14,7 +14,10 @@ b.price("gpt-4o-mini", input_tokens=1200, output_tokens=600).cost_usd
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -27,21 +30,29 @@ from aibudget.accounts.service import Device, Period, Plan, Practice, Rules, Sub
 from aibudget.auth import service as auth
 from aibudget.auth.service import ApiKey, Principal
 from aibudget.config import Settings
+from aibudget.credit import autotopup, topup
 from aibudget.credit import repository as credit_repository
 from aibudget.credit import service as credit
-from aibudget.credit import topup
+from aibudget.credit.autotopup import TopupAttempt
 from aibudget.credit.service import CreditGrant
 from aibudget.credit.topup import TopupSettings
-from aibudget.errors import BudgetExceeded
-from aibudget.ledger import reports, retention
+from aibudget.errors import BudgetExceeded, InvalidInput, PaymentsOff
+from aibudget.ledger import alerts, reports, retention
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
 from aibudget.ledger.reports import UsageReport
 from aibudget.ledger.retention import Pruned
-from aibudget.ledger.service import Authorization, Refusal, UsageEvent
-from aibudget.ledger.state import LedgerRules, load_state
+from aibudget.ledger.service import Authorization, Deferred, Refusal, UsageEvent
+from aibudget.ledger.state import LedgerRules, State, load_state
 from aibudget.ledger.verify import Discrepancy, verify
 from aibudget.money import parse_usd
+from aibudget.notify import delivery, outbox
+from aibudget.notify.delivery import Notifier, Sender
+from aibudget.notify.outbox import Notification
+from aibudget.payments import gateway as payments
+from aibudget.payments import packages, webhooks
+from aibudget.payments.gateway import CheckoutSession, StripeGateway
+from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
 from aibudget.store.dialect import run_transaction
 from aibudget.store.engine import open_engine
@@ -49,6 +60,15 @@ from aibudget.views.snapshot import Snapshot
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+# refusals an automatic top-up may cure: the money ran out, not the subscription
+TOPUP_REASONS = frozenset({"included_exhausted_no_credit", "insufficient_for_estimate"})
+
+
+def _log_failure(future: Future[TopupAttempt]) -> None:
+    error = future.exception()
+    if error is not None:  # the attempt stays pending; the sweeper charges it again
+        log.error("charging an automatic top-up failed; retried by the sweeper", exc_info=error)
 
 
 def system_clock() -> datetime:
@@ -74,6 +94,11 @@ class Budget:
             default_max_output_tokens=settings.default_max_output_tokens,
         )
         self._secret = settings.secret()
+        self._gateway = StripeGateway.from_settings(settings)
+        # automatic top-ups triggered by a settle are charged here, so the settle never waits for Stripe
+        self._charges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aibudget-topup")
+        self._sender: Sender | None = None  # made on first delivery: no HTTP client unless needed
+        self._sender_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -96,6 +121,9 @@ class Budget:
         return run_transaction(self.engine, work, write=False)
 
     def close(self) -> None:
+        self._charges.shutdown(wait=True)
+        if self._sender is not None:
+            self._sender.close()
         self.engine.dispose()
 
     def __enter__(self) -> Budget:
@@ -232,8 +260,27 @@ class Budget:
         result; the same id with another estimate raises `IdempotencyConflict`.
         """
         estimate = Estimate(input_tokens, prompt_chars, max_output_tokens, audio_seconds)
+        claimed: list[TopupAttempt] = []  # the top-up this call claimed, if any
+        may_claim = self._gateway is not None
 
-        def work(connection: Connection) -> Authorization | Refusal:
+        def on_refusal(connection: Connection, state: State, reason: str) -> str | None:
+            now = self.clock()
+            if reason in TOPUP_REASONS and state.auto_topup.enabled:
+                if may_claim:
+                    attempt = autotopup.claim(
+                        connection, state.practice, state.snapshot(),
+                        trigger="authorize", offer_for=self._topup_offer, now=now,
+                    )  # fmt: skip
+                    if attempt is not None:
+                        claimed.append(attempt)
+                        return None  # charge first, then decide again
+                reason = autotopup.refusal_reason(connection, state.practice, now) or reason
+            if reason in alerts.EXHAUSTION_REASONS:
+                alerts.exhausted(connection, state.snapshot(), reason=reason, now=now)
+            return reason
+
+        def work(connection: Connection) -> Authorization | Refusal | Deferred:
+            claimed.clear()  # a transaction run again starts from nothing
             practice, device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id
             )
@@ -248,11 +295,17 @@ class Budget:
                 now=self.clock(),
                 rules=self.rules,
                 catalog=self.catalog,
+                on_refusal=on_refusal,
             )
 
         result = self._write(work)
+        if isinstance(result, Deferred):  # an automatic top-up was claimed: charge it, then ask again
+            attempt, may_claim = claimed[0], False
+            self._charge(attempt)
+            result = self._write(work)
         if isinstance(result, Refusal):  # raised after the commit: the refusal is on the books
             raise BudgetExceeded(result.payload)
+        assert not isinstance(result, Deferred)  # one top-up per call: the second pass decides
         return result
 
     def settle(
@@ -280,11 +333,15 @@ class Budget:
         """
         usage = Usage(input_tokens, cached_input_tokens, output_tokens, input_audio_tokens, audio_seconds)
 
+        claimed: TopupAttempt | None = None
+
         def work(connection: Connection) -> UsageEvent:
+            nonlocal claimed
+            claimed = None  # a transaction run again starts from nothing
             practice, device = accounts.resolve(
                 connection, self._secret, practice_id=practice_id, device_id=device_id, recording=True
             )
-            return ledger.settle(
+            event = ledger.settle(
                 connection,
                 practice,
                 request_id=request_id,
@@ -300,8 +357,32 @@ class Budget:
                 rules=self.rules,
                 catalog=self.catalog,
             )
+            after = event.budget
+            if event.replayed or after is None:
+                return event
+            now = self.clock()
+            alerts.after_settle(
+                connection, after, event.allocations, thresholds=self.settings.notify_thresholds, now=now
+            )
+            if (
+                self._gateway is not None
+                and after.auto_topup.enabled
+                and after.auto_topup.paused_reason is None
+            ):
+                claimed = autotopup.claim(
+                    connection,
+                    accounts.get_practice(connection, event.practice_id),
+                    after,
+                    trigger="settle",
+                    offer_for=self._topup_offer,
+                    now=now,
+                )
+            return event
 
-        return self._write(work)
+        event = self._write(work)
+        if claimed is not None:  # charged in the background: the settle's answer does not wait for Stripe
+            self._charges.submit(self._charge, claimed).add_done_callback(_log_failure)
+        return event
 
     def void(
         self, *, request_id: str, practice_id: str | None = None, device_id: str | None = None
@@ -378,7 +459,10 @@ class Budget:
                 load_state(connection, practice_id, now=now, rules=self.rules, write=True)
             return expired
 
-        return self._write(work)
+        expired = self._write(work)
+        if self._gateway is not None:
+            self.charge_unconfirmed_topups()
+        return expired
 
     def prune_usage(self, before: date | datetime) -> Pruned:
         """Remove usage events that occurred before `before` (a date is midnight UTC) and the closed
@@ -410,6 +494,109 @@ class Budget:
             )
         )
 
+    # payments
+
+    def _topup_offer(self, credit_micros: int, locale: str) -> Offer:
+        return packages.topup_offer(self.settings.credit_packages, credit_micros, locale=locale)
+
+    def _charge(self, attempt: TopupAttempt) -> TopupAttempt:
+        """Charge a claimed top-up (no transaction open meanwhile) and book the answer."""
+        gateway = payments.require(self._gateway)
+
+        def customer(connection: Connection) -> str | None:
+            return accounts.customer_of(connection, attempt.practice_id, rules=self.rules.accounts)
+
+        charge = gateway.charge(
+            attempt_id=attempt.attempt_id,
+            practice_id=attempt.practice_id,
+            customer_id=self._read(customer),
+            offer=Offer("", attempt.credit_micros, attempt.currency, attempt.charge_amount, Decimal(0)),
+        )
+        if charge.status == "succeeded":
+            assert charge.payment_intent_id is not None
+            intent = charge.payment_intent_id
+            self._write(
+                lambda connection: autotopup.succeed(connection, attempt.attempt_id, intent, now=self.clock())
+            )
+        elif charge.status == "failed":
+            code = charge.failure_code or "payment_failed"
+            self._write(
+                lambda connection: autotopup.fail(
+                    connection,
+                    attempt.attempt_id,
+                    code,
+                    payment_intent_id=charge.payment_intent_id,
+                    now=self.clock(),
+                )
+            )
+        return self._read(lambda connection: autotopup.get_attempt(connection, attempt.attempt_id))
+
+    def charge_unconfirmed_topups(self) -> int:
+        """Charge again, with the same idempotency key, top-ups whose charge never answered (the
+        sweeper runs this); returns how many were tried."""
+        older_than = self.clock() - autotopup.RECHARGE_AFTER
+        due = self._read(lambda connection: autotopup.unconfirmed(connection, older_than=older_than))
+        for attempt in due:
+            self._charge(attempt)
+        return len(due)
+
+    def resume_auto_topup(self, practice_id: str) -> TopupSettings:
+        """Lift a pause of automatic top-up (after a declined card or a needed authentication)."""
+        return self._write(lambda connection: autotopup.resume(connection, practice_id))
+
+    def topup_attempts(self, practice_id: str, *, limit: int = 100) -> list[TopupAttempt]:
+        """The practice's automatic top-ups, newest first."""
+        return self._read(lambda connection: autotopup.list_attempts(connection, practice_id, limit=limit))
+
+    def credit_offers(self, practice_id: str) -> list[Offer]:
+        """The credit packages for sale to the practice, priced in its currency."""
+        practice = self.get_practice(practice_id)
+        return packages.offers(self.settings.credit_packages, locale=practice.locale)
+
+    def checkout(
+        self,
+        practice_id: str,
+        *,
+        package_id: str,
+        success_url: str | None = None,
+        cancel_url: str | None = None,
+    ) -> CheckoutSession:
+        """A Stripe Checkout session selling package `package_id` to the practice; the grant follows
+        from the `checkout.session.completed` webhook."""
+        gateway = payments.require(self._gateway)
+        success_url = success_url or self.settings.checkout_success_url
+        cancel_url = cancel_url or self.settings.checkout_cancel_url
+        if success_url is None:
+            raise InvalidInput(
+                "success_url is required (or set AIBUDGET_CHECKOUT_SUCCESS_URL)", field="success_url"
+            )
+        if cancel_url is None:
+            raise InvalidInput(
+                "cancel_url is required (or set AIBUDGET_CHECKOUT_CANCEL_URL)", field="cancel_url"
+            )
+
+        def customer(connection: Connection) -> tuple[Practice, str | None]:
+            practice = accounts.get_practice(connection, practice_id)
+            return practice, accounts.customer_of(connection, practice_id, rules=self.rules.accounts)
+
+        practice, customer_id = self._read(customer)
+        offer = packages.offer(self.settings.credit_packages, package_id, locale=practice.locale)
+        return gateway.checkout(
+            practice_id=practice_id,
+            offer=offer,
+            customer_id=customer_id,
+            success_url=success_url,
+            cancel_url=cancel_url,
+        )
+
+    def stripe_webhook(self, payload: bytes, signature: str | None) -> webhooks.Outcome:
+        """Verify and apply one Stripe webhook delivery; returns `applied`, `duplicate` or `ignored`."""
+        secret = self.settings.stripe_webhook_secret
+        if secret is None:
+            raise PaymentsOff("Stripe webhooks are off: set AIBUDGET_STRIPE_WEBHOOK_SECRET")
+        event = webhooks.verify(payload, signature, secret.get_secret_value())
+        return self._write(lambda connection: webhooks.apply(connection, event, now=self.clock()))
+
     # API keys
 
     def create_key(
@@ -440,6 +627,44 @@ class Budget:
     def verify(self) -> list[Discrepancy]:
         """Every difference between cached balances and the ledger; empty when the books balance."""
         return self._read(lambda connection: verify(connection))
+
+    # notifications
+
+    def notifications(
+        self, *, practice_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[Notification]:
+        """The notifications delivery log, newest first, optionally of one practice or one status
+        (`pending`, `delivered`, `failed`)."""
+        return self._read(
+            lambda connection: outbox.list_notifications(
+                connection, practice_id=practice_id, status=status, limit=limit
+            )
+        )
+
+    def _notify_sender(self) -> Sender:
+        with self._sender_lock:
+            if self._sender is None:
+                self._sender = Sender.from_settings(self.settings)
+            return self._sender
+
+    def deliver_notifications(self) -> int:
+        """One delivery pass (the server's `Notifier` runs one every `notify_interval_seconds`): POST
+        every due notification to `notify_url` and record each outcome; returns how many were
+        delivered. Does nothing without `notify_url`; `ConfigError` without `notify_secret`."""
+        if self.settings.notify_url is None:
+            return 0
+        return delivery.deliver_due(
+            read=self._read, write=self._write, sender=self._notify_sender(), clock=self.clock,
+            max_attempts=self.settings.notify_max_attempts,
+        )  # fmt: skip
+
+    def notifier(self) -> Notifier | None:
+        """The background delivery worker (not started), or None without `notify_url`; raises
+        `ConfigError` at once when `notify_url` is set without `notify_secret`."""
+        if self.settings.notify_url is None:
+            return None
+        self._notify_sender()
+        return Notifier(self.deliver_notifications, interval=self.settings.notify_interval_seconds)
 
     # prices
 

@@ -13,7 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -57,6 +65,40 @@ def _comma_list(value: object) -> object:
 
 USDAmount = Annotated[Decimal, BeforeValidator(_exact_usd)]
 Rate = Annotated[Decimal, BeforeValidator(_rate)]
+_SECRETS = ("secret_key", "admin_key", "stripe_api_key", "stripe_webhook_secret", "notify_secret")
+
+
+class CreditPackage(BaseModel):
+    """Extra credit for sale: `credit_usd` of credit for a price in each currency it is sold in.
+
+    Prices are decimal strings in the currency's major unit (`{"chf": "9.50", "eur": "9.90"}`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    package_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")]
+    credit_usd: USDAmount
+    prices: dict[Annotated[str, Field(pattern=r"^[a-z]{3}$")], USDAmount]
+
+    @field_validator("prices")
+    @classmethod
+    def _some_price(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        if not value or any(price <= 0 for price in value.values()):
+            raise ValueError("a package needs a positive price in at least one currency")
+        return value
+
+    @field_validator("credit_usd")
+    @classmethod
+    def _positive(cls, value: Decimal) -> Decimal:
+        if value <= 0:
+            raise ValueError("credit_usd must be more than 0")
+        return value
+
+
+DEFAULT_PACKAGES = tuple(
+    CreditPackage(package_id=f"credit-{usd}", credit_usd=Decimal(usd), prices={"usd": Decimal(usd)})
+    for usd in (10, 25, 50, 100)
+)
 
 
 class Settings(BaseSettings):
@@ -94,6 +136,48 @@ class Settings(BaseSettings):
         "trialing",
     )
 
+    # payments (Stripe): off until an API key is set
+    stripe_api_key: SecretStr | None = Field(default=None, description="secret key for charges and Checkout")
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="signing secret of the webhook endpoint (whsec_...)"
+    )
+    stripe_api_base: str = Field(default="https://api.stripe.com", description="Stripe's API address")
+    credit_packages: tuple[CreditPackage, ...] = Field(
+        default=DEFAULT_PACKAGES, description="extra credit for sale (JSON list in the variable)"
+    )
+    checkout_success_url: str | None = Field(default=None, description="where Checkout returns after paying")
+    checkout_cancel_url: str | None = Field(default=None, description="where Checkout returns on cancel")
+    # outgoing notifications to the vendor's backend
+    notify_url: str | None = Field(default=None, description="receiver of signed notifications (POST)")
+    notify_secret: SecretStr | None = Field(
+        default=None, description="signs notifications; at least 32 chars"
+    )
+    notify_thresholds: Annotated[tuple[int, ...], NoDecode, BeforeValidator(_comma_list)] = (80, 100)
+    notify_interval_seconds: float = Field(default=2, gt=0, le=3_600)
+    notify_max_attempts: int = Field(default=12, ge=1, le=100)
+
+    @field_validator("notify_thresholds")
+    @classmethod
+    def _percentages(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= percent <= 100 for percent in value):
+            raise ValueError("thresholds are percentages consumed, 1-100")
+        return tuple(sorted(set(value)))
+
+    @field_validator("credit_packages")
+    @classmethod
+    def _unique_packages(cls, value: tuple[CreditPackage, ...]) -> tuple[CreditPackage, ...]:
+        ids = [package.package_id for package in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("package ids must be unique")
+        return value
+
+    @field_validator("stripe_api_base", "notify_url", "checkout_success_url", "checkout_cancel_url")
+    @classmethod
+    def _http_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("expected an http:// or https:// address")
+        return value
+
     @field_validator("price_overrides")
     @classmethod
     def _overrides_file_exists(cls, value: Path | None) -> Path | None:
@@ -101,7 +185,7 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("secret_key", "admin_key")
+    @field_validator("secret_key", "admin_key", "notify_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
@@ -143,7 +227,7 @@ class Settings(BaseSettings):
             problems = []
             for error in exc.errors():
                 name = ".".join(str(part) for part in error["loc"])
-                shown = "<hidden>" if name in ("secret_key", "admin_key") else repr(error.get("input"))
+                shown = "<hidden>" if name in _SECRETS else repr(error.get("input"))
                 message = error["msg"].removeprefix("Value error, ")
                 problems.append(f"{ENV_PREFIX}{name.upper()}={shown}: {message}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -6,9 +6,12 @@ The tree::
     ├── ConfigError                    CONFIG_INVALID    500  bad settings; raised at start-up only
     ├── InvalidInput                   INVALID_INPUT     422  names the offending field
     │   ├── UnknownModel               UNKNOWN_MODEL     422  no price and the policy is `refuse`
-    │   └── UnreadableAudio            INVALID_AUDIO     422  empty or missing audio file
+    │   ├── UnreadableAudio            INVALID_AUDIO     422  empty or missing audio file
+    │   └── InvalidWebhook             WEBHOOK_INVALID   400  bad or stale signature, malformed event
     ├── BudgetExceeded                 AI_BUDGET_EXCEEDED 402 refused authorization; `.payload`
     ├── NotFound                       NOT_FOUND         404
+    ├── PaymentsOff                    PAYMENTS_OFF      404  Stripe is not configured
+    ├── PaymentProviderUnavailable     PAYMENT_PROVIDER_UNAVAILABLE 503  Stripe did not answer
     ├── Forbidden                      FORBIDDEN         403
     │   └── DeviceNotInPractice        DEVICE_PRACTICE_MISMATCH
     └── Conflict                       CONFLICT          409
@@ -81,6 +84,30 @@ class BudgetExceeded(AibudgetError):
         super().__init__(str(payload["message_user"]))
         self.payload = payload
         self.reason: str = payload["reason"]
+
+
+class InvalidWebhook(InvalidInput):
+    """An incoming webhook whose signature, timestamp or body cannot be trusted; nothing is written."""
+
+    code = "WEBHOOK_INVALID"
+    http_status = 400
+    title = "Invalid webhook"
+
+
+class PaymentsOff(AibudgetError):
+    """A payments feature was used while its Stripe setting is unset; the detail names the setting."""
+
+    code = "PAYMENTS_OFF"
+    http_status = 404
+    title = "Payments are not configured"
+
+
+class PaymentProviderUnavailable(AibudgetError):
+    """Stripe failed or could not be reached; nothing was charged or granted by this request."""
+
+    code = "PAYMENT_PROVIDER_UNAVAILABLE"
+    http_status = 503
+    title = "Payment provider unavailable"
 
 
 class NotFound(AibudgetError):

@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from aibudget import Budget, Settings
-from tests.databases import PostgresServer
 
 
 def free_port() -> int:
@@ -87,18 +86,6 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
-
-
-@pytest.fixture(scope="module")
-def server_database(backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
-    """A module's server database: None for the server's own SQLite file, else a fresh PostgreSQL one."""
-    if backend == "sqlite":
-        yield None
-        return
-    postgres: PostgresServer = request.getfixturevalue("postgres")
-    url = postgres.create_database()
-    yield url
-    postgres.drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ def test_auto_topup_is_off_until_configured(server: Server) -> None:
     assert settings.json() == {
         "practice_id": practice_id, "enabled": False, "threshold_usd": None, "threshold_percent": None,
         "package_usd": "0.000000", "monthly_max_count": 0, "monthly_max_usd": "0.000000",
-        "paused_reason": None, "updated_at": None,
+        "paused_reason": None, "paused_at": None, "updated_at": None,
     }  # fmt: skip
 
 
@@ -142,7 +142,7 @@ def test_an_admin_sets_auto_topup_and_setting_it_again_changes_nothing(server: S
     assert first.status_code == 200
     expected = {"practice_id": practice_id, "enabled": True, "threshold_usd": "2.000000",
                 "threshold_percent": None, "package_usd": "20.000000", "monthly_max_count": 3,
-                "monthly_max_usd": "60.000000", "paused_reason": None}  # fmt: skip
+                "monthly_max_usd": "60.000000", "paused_reason": None, "paused_at": None}  # fmt: skip
     assert {name: value for name, value in first.json().items() if name != "updated_at"} == expected
     assert first.json()["updated_at"] is not None
     assert {name: value for name, value in again.json().items() if name != "updated_at"} == expected

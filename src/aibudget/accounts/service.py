@@ -266,6 +266,12 @@ def put_subscription(
     return Subscription(**{field: getattr(row, field) for field in Subscription.__slots__})
 
 
+def customer_of(connection: Connection, practice_id: str, *, rules: Rules) -> str | None:
+    """The payment provider's customer of the subscription that grants the practice access now."""
+    subscription = repository.governing_subscription(connection, practice_id, rules.granting_statuses)
+    return None if subscription is None else subscription.customer_id
+
+
 def current_period(connection: Connection, practice_id: str, *, at: datetime, rules: Rules) -> Period | None:
     """The period the practice is billed in at `at`; None without a subscription granting access.
 

@@ -9,7 +9,17 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aibudget.api import accounts, budgets, credits, errors, gate, health, observability
+from aibudget.api import (
+    accounts,
+    budgets,
+    credits,
+    errors,
+    gate,
+    health,
+    notifications,
+    observability,
+    webhooks,
+)
 from aibudget.budget import Budget
 from aibudget.config import Settings
 from aibudget.ledger.sweeper import Sweeper
@@ -59,10 +69,15 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = budget or Budget.open(settings=settings or Settings.load())
         app.state.budget = opened
+        notifier = opened.notifier()  # None without AIBUDGET_NOTIFY_URL; ConfigError without its secret
         sweeper = Sweeper(opened.sweep, interval=opened.settings.sweep_interval_seconds).start()
+        if notifier is not None:
+            notifier.start()
         try:
             yield
         finally:
+            if notifier is not None:
+                notifier.stop()
             sweeper.stop()
             if budget is None:
                 opened.close()
@@ -78,6 +93,8 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     app.include_router(accounts.router)
     app.include_router(budgets.router)
     app.include_router(credits.router)
+    app.include_router(webhooks.router)
+    app.include_router(notifications.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimit)
     observability.install(app)  # after the error handlers; its middleware outermost

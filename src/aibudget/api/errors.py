@@ -29,7 +29,7 @@ _HTTP_CODES = {
 
 
 _MEANINGS = {
-    400: "the body is not JSON",
+    400: "the body is not JSON (a webhook: or its signature is bad, missing or stale)",
     401: "no API key, or an unknown or revoked one",
     402: "refused: nothing (or, in strict mode, not enough) is left; the SPEC §4 payload",
     403: "the key's role or practice may not do this",
@@ -37,6 +37,7 @@ _MEANINGS = {
     409: "conflicts with what is stored",
     413: "the body is larger than 64 KiB",
     422: "invalid input; `field` names it",
+    503: "the payment provider did not answer; nothing was charged",
 }
 
 

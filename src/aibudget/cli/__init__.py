@@ -3,7 +3,8 @@
 Every command loads and validates the settings first, so a bad setting stops any command at once.
 Errors a user can fix exit with status 2 and a one-line message naming the option or variable.
 Commands live in one module per group: `tools` (price, audio-duration, demo, verify, sweep,
-db upgrade), `admin` (practice, plan, subscription, device, credit), `keys`, `usage` and `serve`.
+db upgrade), `admin` (practice, plan, subscription, device, credit), `topup`, `keys`, `usage`,
+`notifications` and `serve`.
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ def main() -> None:
 
 
 # The command modules register themselves on `app`; imported last because they import the helpers.
-from aibudget.cli import admin, keys, serve, tools, usage  # noqa: E402
+from aibudget.cli import admin, keys, notifications, serve, tools, topup, usage  # noqa: E402
 
 __all__ = [
-    "admin", "app", "emit", "emit_json", "emit_table", "fail", "fail_on", "keys", "main", "open_budget",
-    "serve", "settings", "tools", "usage",
+    "admin", "app", "emit", "emit_json", "emit_table", "fail", "fail_on", "keys", "main", "notifications",
+    "open_budget", "serve", "settings", "tools", "topup", "usage",
 ]  # fmt: skip

@@ -5,12 +5,9 @@ on, what triggers it (an amount in USD *or* a percentage of the period's include
 one, which the database checks too), the package bought per top-up, and the monthly caps (how many
 top-ups and how many USD per calendar month in the practice's timezone).
 
-Charging comes with the payments adapter. It sets `paused_reason` when a charge is declined or needs
+Charging lives in `credit.autotopup`. It sets `paused_reason` when a charge is declined or needs
 the customer; saving the settings never clears it, because resuming after a decline must be an
-explicit act, not a side effect of editing a threshold.
-
-The few statements live here rather than in `credit/repository.py` because nothing else reads this
-table yet; they move there when the charging code needs them.
+explicit act (or a successful purchase), not a side effect of editing a threshold.
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from aibudget.store.dialect import insert_if_absent
 
 MAX_USD = 1_000_000  # per top-up, threshold or monthly cap: far above any real package
 MAX_MONTHLY_COUNT = 1_000
+CENT_MICROS = 10_000
 settings_table = tables.auto_topup_settings
 
 
@@ -45,6 +43,8 @@ class TopupSettings:
     monthly_max_count: int = 0
     monthly_max_micros: int = 0
     paused_reason: str | None = None
+    paused_at: datetime | None = None
+    attempt_in_flight: str | None = None  # the top-up being charged now (see `credit.autotopup`)
     updated_at: datetime | None = None
 
     @property
@@ -66,6 +66,12 @@ def _amount(value: object, field: str, *, positive: bool = False) -> int:
         raise InvalidInput(f"{field} must be more than 0", field=field)
     if micros > MAX_USD * MICROS_PER_USD:
         raise InvalidInput(f"{field} must be at most {MAX_USD} USD", field=field)
+    return micros
+
+
+def _cents(micros: int, field: str) -> int:
+    if micros % CENT_MICROS:  # charged at face value in USD when no package matches: whole cents
+        raise InvalidInput(f"{field} must be whole cents", field=field)
     return micros
 
 
@@ -98,7 +104,7 @@ def put_settings(
         "threshold_percent": (
             None if threshold_percent is None else _whole(threshold_percent, "threshold_percent", 0, 100)
         ),
-        "package_micros": _amount(package_usd, "package_usd", positive=True),
+        "package_micros": _cents(_amount(package_usd, "package_usd", positive=True), "package_usd"),
         "monthly_max_count": _whole(monthly_max_count, "monthly_max_count", 0, MAX_MONTHLY_COUNT),
         "monthly_max_micros": _amount(monthly_max_usd, "monthly_max_usd"),
         "updated_at": now,
@@ -129,5 +135,7 @@ def _settings(row: Row[Any]) -> TopupSettings:
         monthly_max_count=row.monthly_max_count,
         monthly_max_micros=row.monthly_max_micros,
         paused_reason=row.paused_reason,
+        paused_at=row.paused_at,
+        attempt_in_flight=row.attempt_in_flight,
         updated_at=row.updated_at,
     )

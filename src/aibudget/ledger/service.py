@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
@@ -79,6 +80,19 @@ class Refusal:
     """A refused authorization: the 402 payload, as first given."""
 
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An authorization neither granted nor refused: the refusal hook started something that may fund
+    the call (an automatic top-up), nothing was written, and the caller asks again afterwards."""
+
+    reason: str
+
+
+# Called with the refusal reason before a refusal is written; returns the reason to refuse with
+# (possibly a more precise one), or None to defer the decision (see `Deferred`).
+RefusalHook = Callable[[Connection, State, str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +188,10 @@ def authorize(
     now: datetime,
     rules: LedgerRules,
     catalog: PriceCatalog,
-) -> Authorization | Refusal:
-    """Hold the estimated cost against the practice's availability, or refuse (SPEC §4)."""
+    on_refusal: RefusalHook | None = None,
+) -> Authorization | Refusal | Deferred:
+    """Hold the estimated cost against the practice's availability, or refuse (SPEC §4); `on_refusal`
+    may refine the reason of a refusal or defer it (see `RefusalHook`)."""
     body = {"operation": _operation(operation), "model": model, "estimate": estimate.as_json()}
     body_hash = _body_hash(body)
     state = _write_state(connection, practice_id, now, rules)
@@ -211,6 +227,11 @@ def authorize(
         reason = "included_exhausted_no_credit"
     elif practice.policy == "strict" and estimated.cost_micros > available:
         reason = "insufficient_for_estimate"
+    if reason and on_refusal is not None:
+        refined = on_refusal(connection, state, reason)
+        if refined is None:
+            return Deferred(reason)
+        reason = refined
     hold = 0 if reason else min(estimated.cost_micros, available)
 
     authorization_id, expires_at = f"auth_{secrets.token_urlsafe(18)}", now + rules.hold_ttl

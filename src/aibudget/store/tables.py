@@ -323,6 +323,9 @@ auto_topup_settings = Table(
     Column("monthly_max_count", Integer, nullable=False, server_default="0"),
     _micros("monthly_max_micros"),
     Column("paused_reason", String(64)),  # set by a declined charge; kept until an explicit resume
+    Column("paused_at", Instant),
+    # the attempt being charged now: set by one conditional update (single flight), cleared by its outcome
+    Column("attempt_in_flight", String(40)),
     Column("updated_at", Instant, nullable=False),
     CheckConstraint("(threshold_micros IS NULL) <> (threshold_percent IS NULL)", name="one_threshold"),
     CheckConstraint("threshold_micros IS NULL OR threshold_micros >= 0", name="threshold_nonnegative"),
@@ -331,4 +334,55 @@ auto_topup_settings = Table(
     ),
     CheckConstraint("package_micros > 0", name="package_positive"),
     CheckConstraint("monthly_max_count >= 0 AND monthly_max_micros >= 0", name="caps_nonnegative"),
+)
+
+# One row per automatic top-up: claimed (`pending`) under the practice's lock, then charged outside any
+# transaction with the attempt id as the payment provider's idempotency key, and closed by the first
+# confirmation or failure (synchronous answer or webhook, whichever comes first). `month` is the
+# calendar month in the practice's timezone the monthly caps count in; pending attempts count too.
+topup_attempts = Table(
+    "topup_attempts",
+    metadata,
+    Column("attempt_id", String(40), primary_key=True),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False),
+    Column("month", String(7), nullable=False),  # YYYY-MM in the practice's timezone
+    _micros("credit_micros"),  # USD credit bought
+    Column("charge_amount", BigInteger, nullable=False),  # in the currency's smallest unit
+    Column("currency", String(3), nullable=False),
+    Column("trigger", String(20), nullable=False),  # settle | authorize
+    Column("status", String(10), nullable=False),
+    Column("payment_intent_id", String(200), unique=True),
+    Column("failure_code", String(64)),
+    Column("grant_id", Integer, ForeignKey("credit_grants.grant_id")),
+    Column("created_at", Instant, nullable=False),
+    Column("closed_at", Instant),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+    CheckConstraint("credit_micros > 0 AND charge_amount > 0", name="amounts_positive"),
+    Index(None, "practice_id", "month"),
+    Index(None, "status", "created_at"),
+)
+
+# Outgoing notifications to the vendor's backend, written in the same transaction as what caused
+# them (an outbox: nothing is lost when the process stops before delivering) and delivered by a
+# background worker with exponential backoff. `dedupe_key` makes "once per period per threshold"
+# a unique constraint rather than a hope.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("notification_id", String(40), primary_key=True),
+    Column("event_type", String(40), nullable=False),
+    Column("practice_id", PracticeId, ForeignKey("practices.practice_id"), nullable=False),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Instant, nullable=False),
+    Column("last_attempt_at", Instant),
+    Column("last_status_code", Integer),
+    Column("last_error", String(200)),
+    Column("created_at", Instant, nullable=False),
+    Column("delivered_at", Instant),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "practice_id", "created_at"),
 )

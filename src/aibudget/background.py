@@ -1,0 +1,50 @@
+"""`Periodic`: the server's background workers — one daemon thread calling one pass every few seconds.
+
+The sweeper (`ledger.sweeper`) and the notification delivery (`notify.delivery`) are such workers.
+A pass that fails because the database is away is logged with its traceback and tried again at the
+next interval; whatever it would have done stays to do (holds held, notifications in the outbox),
+which is the safe side. Any other error is a bug and ends the thread loudly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Self
+
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Calls `work` every `interval` seconds on a daemon thread named `name` until `stop()`; logs
+    `done % n` after a pass that did `n` > 0 things."""
+
+    def __init__(self, work: Callable[[], int], *, interval: float, name: str, done: str) -> None:
+        self._work = work
+        self._interval = interval
+        self._done = done
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.passes = 0
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stopped.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                count = self._work()
+            except SQLAlchemyError:
+                log.exception("%s: pass failed; retrying in %s s", self._thread.name, self._interval)
+                continue
+            self.passes += 1
+            if count:
+                log.info(self._done, count)

@@ -1,0 +1,87 @@
+"""Budget notifications (SPEC §6): `budget.threshold_crossed` and `budget.exhausted`, into the outbox.
+
+Both are written in the transaction of the settle or refusal that causes them, so a notification
+exists exactly when its cause is on the books. Their dedupe keys make the SPEC's "once" a unique
+constraint:
+
+- a threshold (default 80 % and 100 % of the period's included budget consumed) once per period;
+- exhaustion — included budget and every credit used up, holds aside — once per period and per
+  credit grant count, so a practice that buys credit and runs dry again is told again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select
+
+from aibudget.ledger.waterfall import Allocation
+from aibudget.money import format_usd
+from aibudget.notify import outbox
+from aibudget.store import tables
+from aibudget.views.snapshot import Snapshot
+
+EXHAUSTION_REASONS = frozenset(
+    {"included_exhausted_no_credit", "auto_topup_paused", "auto_topup_monthly_limit"}
+)
+
+
+def _period_key(snapshot: Snapshot) -> str:
+    return f"{snapshot.practice_id}:{snapshot.subscription_id}:{snapshot.period_start}"
+
+
+def _period_data(snapshot: Snapshot) -> dict[str, object]:
+    return {
+        "subscription_id": snapshot.subscription_id,
+        "period_start": snapshot.period_start,
+        "period_end": snapshot.period_end,
+        "included_usd": format_usd(snapshot.included_micros),
+        "included_remaining_usd": format_usd(snapshot.included_remaining_micros),
+        "extra_credit_remaining_usd": format_usd(snapshot.extra_credit_remaining_micros),
+    }
+
+
+def after_settle(
+    connection: Connection,
+    snapshot: Snapshot,
+    allocations: Sequence[Allocation],
+    *,
+    thresholds: Sequence[int],
+    now: datetime,
+) -> None:
+    """Notify the thresholds this settlement crossed, and exhaustion if it used the last money."""
+    included = snapshot.included_micros
+    if snapshot.subscription_id is None:
+        return
+    if included > 0:
+        consumed = included - snapshot.included_remaining_micros
+        before = consumed - sum(part.amount_micros for part in allocations if part.pot == "included")
+        for percent in thresholds:
+            line = -(-included * percent // 100)  # rounded up: 100 % means every micro-USD used
+            if before < line <= consumed:
+                outbox.enqueue(
+                    connection,
+                    practice_id=snapshot.practice_id,
+                    event_type="budget.threshold_crossed",
+                    data={"threshold_percent": percent} | _period_data(snapshot),
+                    dedupe_key=f"budget.threshold_crossed:{_period_key(snapshot)}:{percent}",
+                    now=now,
+                )
+    if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros <= 0:
+        exhausted(connection, snapshot, reason="included_exhausted_no_credit", now=now)
+
+
+def exhausted(connection: Connection, snapshot: Snapshot, *, reason: str, now: datetime) -> None:
+    """Notify that the practice has no money left for AI calls (once per period and grant count)."""
+    grants = connection.execute(
+        select(func.count()).where(tables.credit_grants.c.practice_id == snapshot.practice_id)
+    ).scalar_one()
+    outbox.enqueue(
+        connection,
+        practice_id=snapshot.practice_id,
+        event_type="budget.exhausted",
+        data={"reason": reason} | _period_data(snapshot),
+        dedupe_key=f"budget.exhausted:{_period_key(snapshot)}:{grants}",
+        now=now,
+    )

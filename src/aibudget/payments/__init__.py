@@ -1,0 +1,1 @@
+"""Payments through Stripe: the gateway (charges, Checkout), credit packages, incoming webhooks."""

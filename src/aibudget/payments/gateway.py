@@ -1,0 +1,179 @@
+"""The only code that talks to Stripe: off-session charges for automatic top-up, Checkout sessions.
+
+Every call goes through the official `stripe` package (`StripeClient`, its HTTPX transport, the base
+address from `AIBUDGET_STRIPE_API_BASE`). It is never called inside a database transaction: a charge
+can take seconds, and a row lock held that long would stall the practice's every call.
+
+A charge carries the idempotency key `aibudget-topup-<attempt id>`, so charging the same attempt again
+— after a timeout, a crash, or from a second process — returns Stripe's first answer instead of
+charging twice. The answer is one of three:
+
+- `succeeded`: the money is in; credit it;
+- `failed` with the card's code (`card_declined`, `authentication_required`, …): the customer must
+  act; top-up pauses;
+- `pending`: Stripe is processing (or did not answer); the webhook or the next try decides.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import stripe
+
+from aibudget.config import Settings
+from aibudget.errors import PaymentProviderUnavailable, PaymentsOff
+from aibudget.money import to_decimal
+from aibudget.payments.packages import Offer
+
+log = logging.getLogger(__name__)
+
+ChargeStatus = Literal["succeeded", "failed", "pending"]
+NO_PAYMENT_METHOD = "no_payment_method"
+# Prefixes of the metadata aibudget writes on Stripe objects and reads back from webhooks.
+PRACTICE, ATTEMPT, PACKAGE, CREDIT = (
+    "aibudget_practice_id",
+    "aibudget_attempt_id",
+    "aibudget_package_id",
+    "aibudget_credit_micros",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    status: ChargeStatus
+    payment_intent_id: str | None = None
+    failure_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    session_id: str
+    url: str
+
+
+class StripeGateway:
+    """Stripe for one deployment; `None` from `from_settings` when no API key is configured."""
+
+    def __init__(self, api_key: str, *, api_base: str) -> None:
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            http_client=stripe.HTTPXClient(allow_sync_methods=True),
+            max_network_retries=2,  # safe: every charge carries its idempotency key
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StripeGateway | None:
+        if settings.stripe_api_key is None:
+            return None
+        return cls(settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base)
+
+    def charge(self, *, attempt_id: str, practice_id: str, customer_id: str | None, offer: Offer) -> Charge:
+        """Charge the customer's saved card off-session for a top-up attempt (see module doc)."""
+        if customer_id is None:
+            return Charge("failed", failure_code=NO_PAYMENT_METHOD)
+        try:
+            customer = self._client.v1.customers.retrieve(customer_id)
+            invoice_settings = getattr(customer, "invoice_settings", None)
+            payment_method = getattr(invoice_settings, "default_payment_method", None)
+            if not payment_method:
+                return Charge("failed", failure_code=NO_PAYMENT_METHOD)
+            if not isinstance(payment_method, str):  # expanded object
+                payment_method = payment_method.id
+            intent = self._client.v1.payment_intents.create(
+                params={
+                    "amount": offer.amount,
+                    "currency": offer.currency,
+                    "customer": customer_id,
+                    "payment_method": payment_method,
+                    "off_session": True,
+                    "confirm": True,
+                    "description": f"AI credit {usd_text(offer.credit_micros)} USD (automatic top-up)",
+                    "metadata": _metadata(practice_id, offer, attempt_id=attempt_id),
+                },
+                options={"idempotency_key": f"aibudget-topup-{attempt_id}"},
+            )
+        except stripe.CardError as exc:
+            intent_id = _failed_intent_id(exc)
+            return Charge("failed", payment_intent_id=intent_id, failure_code=exc.code or "card_error")
+        except stripe.InvalidRequestError as exc:
+            # A request Stripe will never accept as it is (customer gone, card detached): retrying
+            # cannot help, so the attempt fails and top-up pauses until someone looks.
+            log.warning("top-up charge refused by Stripe: %s", exc.code or "invalid_request")
+            return Charge("failed", failure_code=exc.code or "invalid_request")
+        except stripe.StripeError as exc:
+            log.warning("top-up charge not confirmed (%s); it is tried again", type(exc).__name__)
+            return Charge("pending")
+        status: ChargeStatus = "succeeded" if intent.status == "succeeded" else "pending"
+        return Charge(status, payment_intent_id=intent.id)
+
+    def checkout(
+        self,
+        *,
+        practice_id: str,
+        offer: Offer,
+        customer_id: str | None,
+        success_url: str,
+        cancel_url: str,
+    ) -> CheckoutSession:
+        """A Checkout session selling `offer`; the card is saved for later automatic top-ups."""
+        metadata = _metadata(practice_id, offer)
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": offer.currency,
+                        "unit_amount": offer.amount,
+                        "product_data": {"name": f"AI credit {usd_text(offer.credit_micros)} USD"},
+                    },
+                }
+            ],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": practice_id,
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata, "setup_future_usage": "off_session"},
+        }
+        if customer_id is not None:
+            params["customer"] = customer_id
+        try:
+            session = self._client.v1.checkout.sessions.create(params=params)  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise PaymentProviderUnavailable(
+                f"Stripe did not create the Checkout session ({type(exc).__name__}); try again"
+            ) from None
+        if not session.url:
+            raise PaymentProviderUnavailable("Stripe returned a Checkout session without a URL")
+        return CheckoutSession(session.id, session.url)
+
+
+def usd_text(micros: int) -> str:
+    """`25` for 25 USD, `12.5` for 12.50 USD: an amount as a product name shows it."""
+    return f"{to_decimal(micros).normalize():f}"
+
+
+def require(gateway: StripeGateway | None) -> StripeGateway:
+    if gateway is None:
+        raise PaymentsOff("payments are off: set AIBUDGET_STRIPE_API_KEY")
+    return gateway
+
+
+def _metadata(practice_id: str, offer: Offer, *, attempt_id: str | None = None) -> dict[str, str]:
+    metadata = {PRACTICE: practice_id, CREDIT: str(offer.credit_micros)}
+    if offer.package_id:
+        metadata[PACKAGE] = offer.package_id
+    if attempt_id is not None:
+        metadata[ATTEMPT] = attempt_id
+    return metadata
+
+
+def _failed_intent_id(exc: stripe.CardError) -> str | None:
+    error = exc.error
+    intent = getattr(error, "payment_intent", None) if error is not None else None
+    if intent is None:
+        return None
+    return intent if isinstance(intent, str) else str(intent.id)

@@ -1,0 +1,224 @@
+"""Automatic top-up (SPEC §6, G5) through the real `stripe` package against a local fake of Stripe:
+triggered by a settle or a would-be refusal, single-flight, capped per month, paused on a declined
+card, credited once per payment whichever confirmation arrives first, retried with the same key."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from aibudget import Budget, BudgetExceeded
+from aibudget.credit import autotopup
+from tests.conftest import FakeClock
+from tests.fake_stripe import FakeStripe, event, payment_intent_object
+from tests.payments.conftest import CUSTOMER, PERIOD_END, PERIOD_START, PRACTICE, signed, spend, wait_until
+
+
+def exhaust_without_topup(budget: Budget, request_id: str) -> None:
+    """Top up only when a call would be refused (threshold 0), then spend all of the included 1 USD."""
+    budget.put_auto_topup(PRACTICE, enabled=True, threshold_usd="0", package_usd="25",
+                          monthly_max_count=2, monthly_max_usd="50")  # fmt: skip
+    spend(budget, request_id, 100)
+
+
+def topup_grants(budget: Budget) -> list[object]:
+    return [grant for grant in budget.grants(PRACTICE) if grant.source == "auto_topup"]
+
+
+def created_intents(fake: FakeStripe) -> list[dict[str, object]]:
+    return list(fake.payment_intents.values())
+
+
+def test_a_settle_under_the_threshold_buys_the_package_in_the_practices_currency(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    spend(paying, "letter-1", 40)  # 0.60 left: above the threshold, nothing happens
+    spend(paying, "letter-2", 20)  # 0.40 left: under 0.50
+
+    grants = wait_until(lambda: topup_grants(paying))
+    [intent] = created_intents(fake_stripe)
+    assert (intent["amount"], intent["currency"], intent["customer"]) == (2450, "chf", CUSTOMER)
+    [sent] = [request.params for request in fake_stripe.requests if request.path == "/v1/payment_intents"]
+    assert (sent["off_session"], sent["confirm"], sent["payment_method"]) == ("true", "true", "pm_card_visa")
+    [grant] = grants
+    assert (grant.amount_usd, grant.reference) == (Decimal("25.000000"), intent["id"])
+    [attempt] = paying.topup_attempts(PRACTICE)
+    assert (attempt.status, attempt.trigger, attempt.payment_intent_id) == (
+        "succeeded",
+        "settle",
+        intent["id"],
+    )
+    assert paying.snapshot(PRACTICE).available_usd == Decimal("25.400000")
+    kinds = [n.event_type for n in paying.notifications(practice_id=PRACTICE)]
+    assert kinds.count("topup.succeeded") == 1
+    assert paying.verify() == []
+
+
+def test_a_call_that_would_be_refused_is_topped_up_first_and_then_allowed(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    exhaust_without_topup(paying, "letter-1")  # nothing left, and 0 is not under a 0 threshold
+    assert fake_stripe.payment_intents == {}
+
+    held = paying.authorize(request_id="letter-2", practice_id=PRACTICE, operation="letter",
+                            model="gpt-4o", input_tokens=1000)  # fmt: skip
+
+    assert held.status == "active"
+    assert held.held_micros > 0
+    assert len(fake_stripe.payment_intents) == 1
+    [attempt] = paying.topup_attempts(PRACTICE)
+    assert (attempt.trigger, attempt.status) == ("authorize", "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("card", "code"),
+    [
+        ("pm_card_chargeDeclined", "card_declined"),
+        ("pm_card_authenticationRequired", "authentication_required"),
+    ],
+)
+def test_a_declined_charge_pauses_notifies_once_and_never_retries_until_resumed(
+    paying: Budget, fake_stripe: FakeStripe, clock: FakeClock, card: str, code: str
+) -> None:
+    fake_stripe.add_customer(CUSTOMER, payment_method=card)
+    exhaust_without_topup(paying, "letter-1")
+
+    for attempt in range(3):
+        with pytest.raises(BudgetExceeded) as refused:
+            paying.authorize(request_id=f"call-{attempt}", practice_id=PRACTICE, operation="letter",
+                             model="gpt-4o", input_tokens=1000)  # fmt: skip
+        assert refused.value.payload["reason"] == "auto_topup_paused"
+        assert "die automatische Aufladung ist" in refused.value.payload["message_user"]  # de-CH
+    assert len(fake_stripe.payment_intents) == 1  # the one declined charge, nothing after it
+    settings = paying.auto_topup(PRACTICE)
+    assert settings.paused_reason == code
+    assert settings.paused_at is not None
+    [failed] = [n for n in paying.notifications(practice_id=PRACTICE) if n.event_type == "topup.failed"]
+    assert failed.payload["data"]["failure_code"] == code
+
+    fake_stripe.add_customer(CUSTOMER, payment_method="pm_card_visa")  # the customer fixed the card
+    clock.advance(hours=2)
+    assert paying.resume_auto_topup(PRACTICE).paused_reason is None
+    held = paying.authorize(request_id="call-after-resume", practice_id=PRACTICE, operation="letter",
+                            model="gpt-4o", input_tokens=1000)  # fmt: skip
+    assert held.status == "active"
+    assert [attempt.status for attempt in paying.topup_attempts(PRACTICE)] == ["succeeded", "failed"]
+
+
+def test_the_monthly_cap_is_never_exceeded_and_the_refusal_says_so(
+    paying: Budget, fake_stripe: FakeStripe, clock: FakeClock
+) -> None:
+    paying.put_auto_topup(PRACTICE, enabled=True, threshold_usd="0", package_usd="25",
+                          monthly_max_count=5, monthly_max_usd="50")  # fmt: skip
+    spend(paying, "start", 100)
+    for number in range(2):  # two top-ups of 25 USD reach the 50 USD cap (the count cap of 5 does not bind)
+        paying.authorize(request_id=f"call-{number}", practice_id=PRACTICE, operation="letter",
+                         model="gpt-4o", input_tokens=1000)  # fmt: skip
+        spend(paying, f"call-{number}", 2500)  # uses up the 25 USD just bought
+
+    with pytest.raises(BudgetExceeded) as refused:
+        paying.authorize(request_id="call-2", practice_id=PRACTICE, operation="letter", model="gpt-4o",
+                         input_tokens=1000)  # fmt: skip
+
+    assert refused.value.payload["reason"] == "auto_topup_monthly_limit"
+    assert len(fake_stripe.payment_intents) == 2
+    assert sum(grant.amount_usd for grant in topup_grants(paying)) == Decimal(50)
+
+
+def test_twenty_callers_at_once_make_exactly_one_charge_and_one_grant(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    exhaust_without_topup(paying, "start")
+    start = threading.Barrier(20)
+
+    def call(number: int) -> str:
+        start.wait()
+        try:
+            paying.authorize(request_id=f"rush-{number}", practice_id=PRACTICE, operation="letter",
+                             model="gpt-4o", input_tokens=1000)  # fmt: skip
+        except BudgetExceeded as refused:
+            return str(refused.payload["reason"])
+        return "authorized"
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(call, range(20)))
+
+    assert "authorized" in outcomes
+    assert len(fake_stripe.payment_intents) == 1
+    assert len(topup_grants(paying)) == 1
+    assert paying.verify() == []
+
+
+def test_a_webhook_before_the_synchronous_answer_and_its_redeliveries_credit_once(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    exhaust_without_topup(paying, "start")
+    with fake_stripe.hold_payment_intents(), ThreadPoolExecutor(1) as pool:
+        call = pool.submit(
+                paying.authorize, request_id="waiting", practice_id=PRACTICE, operation="letter",
+                model="gpt-4o", input_tokens=1000,
+            )  # fmt: skip
+        [intent] = wait_until(lambda: created_intents(fake_stripe))
+        succeeded = event(
+                "payment_intent.succeeded",
+                payment_intent_object(
+                    id=intent["id"], amount=intent["amount"], currency=intent["currency"],
+                    status="succeeded", customer=CUSTOMER, metadata=intent["metadata"],
+                ),
+            )  # fmt: skip
+        outcomes = [paying.stripe_webhook(*signed(succeeded)) for _ in range(3)]
+        assert outcomes == ["applied", "duplicate", "duplicate"]
+        assert len(topup_grants(paying)) == 1  # credited before Stripe's answer arrived
+        fake_stripe.release()
+        assert call.result(timeout=10).status == "active"
+    assert len(topup_grants(paying)) == 1
+    assert len(fake_stripe.payment_intents) == 1
+    assert paying.verify() == []
+
+
+def test_a_charge_stripe_never_answered_is_sent_again_with_the_same_key(
+    paying: Budget, fake_stripe: FakeStripe, clock: FakeClock
+) -> None:
+    exhaust_without_topup(paying, "start")
+    fake_stripe.fail_next(10, status=500)
+    with pytest.raises(BudgetExceeded):
+        paying.authorize(request_id="during-outage", practice_id=PRACTICE, operation="letter",
+                         model="gpt-4o", input_tokens=1000)  # fmt: skip
+    [attempt] = paying.topup_attempts(PRACTICE)
+    assert attempt.status == "pending"  # not failed: the card was never refused
+    fake_stripe.fail_next(0)
+
+    clock.advance(seconds=30)
+    paying.sweep()
+    assert fake_stripe.payment_intents == {}  # too young to be charged again
+    clock.advance(seconds=31)
+    paying.sweep()
+
+    [attempt] = paying.topup_attempts(PRACTICE)
+    assert attempt.status == "succeeded"
+    assert len(topup_grants(paying)) == 1
+    keys = {
+        request.idempotency_key for request in fake_stripe.requests if request.path == "/v1/payment_intents"
+    }
+    assert keys == {f"aibudget-topup-{attempt.attempt_id}"}
+
+
+def test_no_subscription_means_no_top_up(paying: Budget, fake_stripe: FakeStripe) -> None:
+    paying.put_subscription("sub_muster", practice_id=PRACTICE, plan="basic", status="canceled",
+                            customer_id=CUSTOMER, current_period_start=PERIOD_START,
+                            current_period_end=PERIOD_END)  # fmt: skip
+    with pytest.raises(BudgetExceeded) as refused:
+        paying.authorize(request_id="late", practice_id=PRACTICE, operation="letter", model="gpt-4o",
+                         input_tokens=1000)  # fmt: skip
+    assert refused.value.payload["reason"] == "no_active_subscription"
+    assert fake_stripe.payment_intents == {}
+
+
+def test_the_caps_count_calendar_months_of_the_practices_timezone() -> None:
+    late_in_november_utc = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    assert autotopup.month_of(late_in_november_utc, "Europe/Zurich") == "2026-12"
+    assert autotopup.month_of(late_in_november_utc, "America/New_York") == "2026-11"
