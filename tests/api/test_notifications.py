@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import stripe
 
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server, free_port, start_server, stop_server
 from tests.api.test_accounts import assert_problem, key, practice
+from tests.databases import server_databases
 from tests.notify.test_delivery import SECRET, Receiver, notify, running_receiver
 
 
@@ -139,3 +140,59 @@ def test_a_server_with_a_notify_url_but_no_secret_refuses_to_start(
 ) -> None:
     with pytest.raises(RuntimeError, match="AIBUDGET_NOTIFY_SECRET is required"):
         start_server(tmp_path / "var", server_database, AIBUDGET_NOTIFY_URL=receiver.url)
+
+
+def test_what_a_killed_server_could_not_deliver_is_delivered_after_the_restart(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, receiver: Receiver
+) -> None:
+    """A practice spends its whole allowance over HTTP while the receiver is down; the server is
+    killed (-9); a new server over the same database delivers everything the settle caused."""
+    data_dir, day, now = tmp_path / "var", 86_400, int(time.time())
+    env = {"AIBUDGET_NOTIFY_SECRET": SECRET, "AIBUDGET_NOTIFY_INTERVAL_SECONDS": "0.2"}
+    down = f"http://127.0.0.1:{free_port()}/down"  # nothing listens there
+    for database in server_databases(backend, request):
+        first = start_server(data_dir, database, AIBUDGET_NOTIFY_URL=down, **env)
+        try:
+            practice_id = practice(first)
+            with first.budget() as budget:
+                budget.put_plan("one-usd", included_usd="1")
+                budget.put_subscription("sub-restart", practice_id=practice_id, plan="one-usd",
+                                        status="active", current_period_start=now - day,
+                                        current_period_end=now + day)  # fmt: skip
+            with first.client(key(first, "service")) as service:
+                settled = service.post("/v1/usage", json={
+                    "practice_id": practice_id, "request_id": "all-of-it", "model": "gpt-4o",
+                    "usage": {"input_tokens": 400_000},
+                })  # fmt: skip
+            assert settled.status_code == 201, settled.text
+            tried = log_of(first, practice_id, "pending")
+            assert len(tried) == 3
+            deadline = time.monotonic() + 10  # each has been tried against the dead receiver
+            while any(row["attempts"] == 0 for row in tried) and time.monotonic() < deadline:
+                tried = log_of(first, practice_id, "pending")
+            assert all(row["attempts"] >= 1 for row in tried)
+        finally:
+            first.process.kill()
+            first.process.wait()
+
+        second = start_server(data_dir, database, AIBUDGET_NOTIFY_URL=receiver.url, **env)
+        try:
+            delivered = log_of(second, practice_id, "delivered")
+        finally:
+            stop_server(second)
+
+    assert [row["status"] for row in delivered] == ["delivered"] * 3
+    ids = {row["notification_id"] for row in delivered}
+    requests = [r for r in receiver.received if r.headers.get("AIBudget-Delivery") in ids]
+    for received in requests:
+        signature = received.headers["AIBudget-Signature"]
+        assert stripe.WebhookSignature.verify_header(received.body.decode(), signature, SECRET, tolerance=300)
+    kinds = sorted(
+        (r.json()["type"], r.json()["data"].get("threshold_percent"))
+        for r in {r.headers["AIBudget-Delivery"]: r for r in requests}.values()
+    )
+    assert kinds == [
+        ("budget.exhausted", None),
+        ("budget.threshold_crossed", 80),
+        ("budget.threshold_crossed", 100),
+    ]

@@ -140,6 +140,8 @@ class StripeGateway:
         }
         if customer_id is not None:
             params["customer"] = customer_id
+        else:  # the saved card needs a customer to live on
+            params["customer_creation"] = "always"
         try:
             session = self._client.v1.checkout.sessions.create(params=params)  # type: ignore[arg-type]
         except stripe.StripeError as exc:

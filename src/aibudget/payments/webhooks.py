@@ -193,7 +193,7 @@ def _purchase(connection: Connection, event: dict[str, Any], now: datetime) -> O
 
 
 def _micros(value: object, field: str) -> int:
-    if not isinstance(value, str) or not value.isdigit() or int(value) <= 0:
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 15 or int(value) <= 0:
         raise InvalidInput(f"{field} must be a positive amount in micro-USD", field=field)
     return int(value)
 
