@@ -129,8 +129,8 @@ def create_practice(directory: Path) -> tuple[int, int]:
 def fill(database: Path, size: int, period_id: int, period_start: int) -> None:
     """`size` settled calls in the current period, spread over its past: the rows `settle` writes.
 
-    The events go in with executemany; each one's authorization and allocation are derived from it
-    in SQL, in the same transaction.
+    The events go in with executemany; each one's authorization, settlement record and allocation
+    are derived from it in SQL, in the same transaction.
     """
     first_us = period_start * 1_000_000
     step_us = (time.time_ns() // 1000 - 60_000_000 - first_us) // max(size, 1)
@@ -164,6 +164,10 @@ def fill(database: Path, size: int, period_id: int, period_start: int) -> None:
             " model, ?, ?, ?, ?, 'settled', occurred_at - 1000, occurred_at - 1000 + ?, occurred_at"
             " FROM usage_events ORDER BY event_id",
             (ESTIMATE_JSON, AUTHORIZE_HASH, ESTIMATE_MICROS, ESTIMATE_MICROS, HOLD_TTL_US),
+        )
+        connection.execute(
+            "INSERT INTO settlements (practice_id, request_id, event_id, occurred_at)"
+            " SELECT practice_id, request_id, event_id, occurred_at FROM usage_events ORDER BY event_id"
         )
         connection.execute(
             "INSERT INTO allocations (event_id, seq, pot, period_id, grant_id, amount_micros)"
