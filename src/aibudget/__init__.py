@@ -25,6 +25,7 @@ from aibudget.errors import (
     UnknownModel,
     UnreadableAudio,
 )
+from aibudget.guard import guard
 from aibudget.ledger.service import Authorization, UsageEvent
 from aibudget.ledger.verify import Discrepancy
 from aibudget.notify.outbox import Notification
@@ -72,5 +73,6 @@ __all__ = [
     "UnreadableAudio",
     "Usage",
     "UsageEvent",
+    "guard",
     "read_duration",
 ]

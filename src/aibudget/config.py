@@ -65,7 +65,14 @@ def _comma_list(value: object) -> object:
 
 USDAmount = Annotated[Decimal, BeforeValidator(_exact_usd)]
 Rate = Annotated[Decimal, BeforeValidator(_rate)]
-_SECRETS = ("secret_key", "admin_key", "stripe_api_key", "stripe_webhook_secret", "notify_secret")
+_SECRETS = (
+    "secret_key",
+    "admin_key",
+    "stripe_api_key",
+    "stripe_webhook_secret",
+    "notify_secret",
+    "upstream_api_key",
+)
 
 
 class CreditPackage(BaseModel):
@@ -147,6 +154,15 @@ class Settings(BaseSettings):
     )
     checkout_success_url: str | None = Field(default=None, description="where Checkout returns after paying")
     checkout_cancel_url: str | None = Field(default=None, description="where Checkout returns on cancel")
+    # the OpenAI-compatible proxy under /openai/v1
+    upstream_base_url: str = Field(
+        default="https://api.openai.com/v1", description="OpenAI-compatible API the proxy forwards to"
+    )
+    upstream_api_key: SecretStr | None = Field(default=None, description="the vendor's provider key")
+    upstream_auth_header: Literal["authorization", "api-key"] = Field(
+        default="authorization", description="`authorization` (Bearer, OpenAI) or `api-key` (Azure OpenAI)"
+    )
+    upstream_timeout_seconds: float = Field(default=600, gt=0, le=3_600)
     # outgoing notifications to the vendor's backend
     notify_url: str | None = Field(default=None, description="receiver of signed notifications (POST)")
     notify_secret: SecretStr | None = Field(
@@ -171,7 +187,9 @@ class Settings(BaseSettings):
             raise ValueError("package ids must be unique")
         return value
 
-    @field_validator("stripe_api_base", "notify_url", "checkout_success_url", "checkout_cancel_url")
+    @field_validator(
+        "stripe_api_base", "notify_url", "checkout_success_url", "checkout_cancel_url", "upstream_base_url"
+    )
     @classmethod
     def _http_address(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):

@@ -1,4 +1,5 @@
-"""`create_app()`: the FastAPI application — routers, error mapping, body limit, the sweeper's lifetime."""
+"""`create_app()`: the FastAPI application — routers, error mapping, body limit, and the lifetimes of
+the background workers and the proxy's upstream client."""
 
 from __future__ import annotations
 
@@ -23,24 +24,32 @@ from aibudget.api import (
 from aibudget.budget import Budget
 from aibudget.config import Settings
 from aibudget.ledger.sweeper import Sweeper
+from aibudget.proxy import routes as proxy
+from aibudget.proxy.routes import MAX_UPLOAD_BYTES
+from aibudget.proxy.upstream import Upstream
 
 MAX_BODY_BYTES = 64 * 1024
 
 
 class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, declared or streamed, before any route runs."""
+    """Refuses request bodies over `limit` bytes with 413, declared or streamed, before any route runs;
+    the proxy's paths (long prompts, audio uploads) may send up to `proxy_limit`."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY_BYTES, proxy_limit: int = MAX_UPLOAD_BYTES
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.proxy_limit = proxy_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.proxy_limit if scope["path"].startswith(proxy.router.prefix + "/") else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._too_large(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, receive, send, limit)
             return
         seen = 0
 
@@ -48,16 +57,16 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:  # an HTTPException, so the route's body parsing passes it on as is
-                raise HTTPException(413, detail=f"request bodies are limited to {self.limit} bytes")
+            if seen > limit:  # an HTTPException, so the route's body parsing passes it on as is
+                raise HTTPException(413, detail=f"request bodies are limited to {limit} bytes")
             return message
 
         await self.app(scope, limited, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         response = errors.problem(
             413, error_code="BODY_TOO_LARGE", title="Body too large",
-            detail=f"request bodies are limited to {self.limit} bytes",
+            detail=f"request bodies are limited to {limit} bytes",
         )  # fmt: skip
         await response(scope, receive, send)
 
@@ -69,6 +78,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = budget or Budget.open(settings=settings or Settings.load())
         app.state.budget = opened
+        app.state.upstream = Upstream(opened.settings)
         notifier = opened.notifier()  # None without AIBUDGET_NOTIFY_URL; ConfigError without its secret
         sweeper = Sweeper(opened.sweep, interval=opened.settings.sweep_interval_seconds).start()
         if notifier is not None:
@@ -79,6 +89,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
             if notifier is not None:
                 notifier.stop()
             sweeper.stop()
+            await app.state.upstream.aclose()
             if budget is None:
                 opened.close()
 
@@ -96,6 +107,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     app.include_router(webhooks.router)
     app.include_router(notifications.router)
     app.include_router(health.router)
+    app.include_router(proxy.router)
     app.add_middleware(BodyLimit)
     observability.install(app)  # after the error handlers; its middleware outermost
     return app

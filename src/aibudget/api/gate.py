@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from aibudget.api import observability
 from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, practice_scope
@@ -69,6 +69,10 @@ class SettleIn(Strict):
     error_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     meta: dict[str, Any] | None = Field(
         default=None, description="flat object, <= 32 scalar values; scrubbed"
+    )
+    estimated: StrictBool = Field(
+        default=False,
+        description="true when the usage is an estimate (e.g. a stream cut off before its usage)",
     )
 
 
@@ -197,6 +201,7 @@ def settle(
         status=body.status,
         error_code=body.error_code,
         meta=body.meta,
+        estimated=body.estimated,
         **body.usage.model_dump(),
     )
     observability.record_usage(event)

@@ -1,0 +1,365 @@
+"""The OpenAI-compatible proxy under `/openai/v1/`: every call authorized, forwarded, settled (SPEC §9).
+
+The desktop app sets its OpenAI base address to `<aibudget>/openai/v1` and its API key to its
+practice key (or a service key with `X-Device-Id`). For each call:
+
+1. **Authorize** from the request: the prompt's size, its output cap, an upload's audio duration.
+   Refused → 402 in OpenAI's error shape (`error.code` = `AI_BUDGET_EXCEEDED`) plus our payload.
+2. **Forward** to the upstream with the vendor's key; streams are passed through as they come.
+3. **Settle** from the response's `usage`. A chat stream gets `stream_options.include_usage`
+   injected, and the usage chunk is taken out again if the client did not ask for it. The upstream
+   failing (4xx, 5xx, timeout) voids the hold and records an `error` event. A client that goes
+   away mid-stream is charged what was consumed: the usage if it arrived, otherwise an estimate
+   from the streamed text, flagged `estimated`. No path leaves a hold open or a cost unrecorded.
+
+The call's request id is the caller's `Idempotency-Key` or `X-Request-Id` header, else a new one;
+its operation is `X-Aibudget-Operation`, else the route's kind (`chat`, `embed`, `transcribe`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import anyio
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper
+from aibudget.auth.service import Principal
+from aibudget.budget import Budget
+from aibudget.errors import BudgetExceeded, InvalidInput
+from aibudget.pricing.audio import read_duration
+from aibudget.proxy import usage
+from aibudget.proxy.upstream import Upstream, forwarded_headers
+from aibudget.proxy.usage import SettleUsage
+
+# not in the OpenAPI document: its bodies are OpenAI's (see their reference), its answers the upstream's
+router = APIRouter(prefix="/openai/v1", tags=["openai proxy"], include_in_schema=False)
+log = logging.getLogger(__name__)
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # above OpenAI's own 25 MB limit for audio
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One proxied call's identity in the ledger; its methods run the `Budget` off the event loop."""
+
+    budget: Budget
+    request_id: str
+    operation: str
+    model: str
+    practice_id: str | None
+    device_id: str | None
+
+    async def authorize(self, **estimate: Any) -> None:
+        await run_in_threadpool(
+            lambda: self.budget.authorize(
+                request_id=self.request_id, operation=self.operation, model=self.model,
+                practice_id=self.practice_id, device_id=self.device_id, **estimate,
+            )
+        )  # fmt: skip
+
+    async def settle(self, used: SettleUsage, *, estimated: bool = False) -> None:
+        await run_in_threadpool(
+            lambda: self.budget.settle(
+                request_id=self.request_id, operation=self.operation, model=self.model,
+                practice_id=self.practice_id, device_id=self.device_id, estimated=estimated, **used,
+            )
+        )  # fmt: skip
+
+    async def fail(self, error_code: str) -> None:
+        """The upstream did not serve the call: release the hold and record an `error` event."""
+
+        def work() -> None:
+            self.budget.void(
+                request_id=self.request_id, practice_id=self.practice_id, device_id=self.device_id
+            )
+            self.budget.settle(
+                request_id=self.request_id, operation=self.operation, model=self.model,
+                practice_id=self.practice_id, device_id=self.device_id, status="error", error_code=error_code,
+            )  # fmt: skip
+
+        await run_in_threadpool(work)
+
+
+def _call(
+    request: Request, budget: Budget, principal: Principal, device_id: str | None, kind: str, model: str
+) -> Call:
+    headers = request.headers
+    request_id = (
+        headers.get("idempotency-key") or headers.get("x-request-id") or f"oai_{secrets.token_urlsafe(18)}"
+    )
+    operation = headers.get("x-aibudget-operation") or kind
+    practice_id = principal.practice_id if principal.role == "practice" else None
+    return Call(budget, request_id, operation, model, practice_id, device_id)
+
+
+def refusal(exc: BudgetExceeded) -> JSONResponse:
+    """The 402 in OpenAI's error shape, which the `openai` package surfaces with `code`, plus our payload."""
+    payload = exc.payload
+    error = {
+        "message": payload.get("message_user"),
+        "type": "insufficient_quota",
+        "param": None,
+        "code": payload.get("error_code"),
+    }
+    return JSONResponse({"error": error, **payload}, status_code=402)
+
+
+def _unavailable(status: int, message: str) -> JSONResponse:
+    error = {"message": message, "type": "upstream_error", "param": None, "code": "UPSTREAM_UNAVAILABLE"}
+    return JSONResponse({"error": error}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput("the body is not JSON", field="body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    return body
+
+
+def _upstream(request: Request) -> Upstream:
+    upstream: Upstream = request.app.state.upstream
+    return upstream
+
+
+def _passthrough(response: httpx.Response) -> Response:
+    media = response.headers.get("content-type", "application/json")
+    return Response(content=response.content, status_code=response.status_code, media_type=media)
+
+
+async def _forward(call: Call, send: Callable[[], Any]) -> httpx.Response | Response:
+    """Send the request upstream; on an upstream failure, void, record the error and answer it."""
+    try:
+        response: httpx.Response = await send()
+    except httpx.TimeoutException:
+        await call.fail("upstream_timeout")
+        return _unavailable(504, "the upstream did not answer in time")
+    except httpx.HTTPError as exc:
+        await call.fail("upstream_unreachable")
+        return _unavailable(502, f"the upstream could not be reached ({type(exc).__name__})")
+    if response.status_code >= 400:
+        await call.fail(f"upstream_{response.status_code}")
+        return _passthrough(response)
+    return response
+
+
+async def _plain(
+    call: Call,
+    request: Request,
+    path: str,
+    body: dict[str, Any],
+    read: Callable[[dict[str, Any]], SettleUsage],
+) -> Response:
+    upstream = _upstream(request)
+    headers = forwarded_headers(dict(request.headers))
+    response = await _forward(call, lambda: upstream.client.post(path, json=body, headers=headers))
+    if not isinstance(response, httpx.Response):
+        return response
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    reported = answer.get("usage") if isinstance(answer, dict) else None
+    if isinstance(reported, dict):
+        await call.settle(read(reported))
+    else:  # a success without usage: charge the bound rather than nothing
+        log.warning("upstream answered %s without usage; charged by estimate", path)
+        await call.settle(usage.estimated_usage(body, 0), estimated=True)
+    return _passthrough(response)
+
+
+class _StreamReader:
+    """Reads an SSE stream line by line: remembers the usage, counts the streamed text, and tells
+    which lines to pass on (the injected usage chunk is held back when the client did not ask)."""
+
+    def __init__(self, kind: str, *, hide_usage_chunk: bool) -> None:
+        self.kind = kind
+        self.hide_usage_chunk = hide_usage_chunk
+        self.usage: dict[str, Any] | None = None
+        self.chars = 0
+
+    def line(self, text: str) -> bool:
+        """Take one line; whether to pass it on."""
+        if not text.startswith("data:"):
+            return True
+        data = text[5:].strip()
+        if data == "[DONE]":
+            return True
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            return True
+        if not isinstance(event, dict):
+            return True
+        if self.kind == "chat":
+            for choice in event.get("choices") or []:
+                content = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+                if isinstance(content, str):
+                    self.chars += len(content)
+            if isinstance(event.get("usage"), dict):
+                self.usage = event["usage"]
+                return not (self.hide_usage_chunk and not event.get("choices"))
+            return True
+        kind = event.get("type")
+        if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+            self.chars += len(event["delta"])
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            reported = (event.get("response") or {}).get("usage")
+            if isinstance(reported, dict):
+                self.usage = reported
+        return True
+
+
+async def _stream(
+    call: Call,
+    request: Request,
+    path: str,
+    body: dict[str, Any],
+    kind: str,
+    read: Callable[[dict[str, Any]], SettleUsage],
+) -> Response:
+    upstream = _upstream(request)
+    hide = False
+    if kind == "chat":
+        given = body.get("stream_options")
+        options: dict[str, Any] = given if isinstance(given, dict) else {}
+        hide = options.get("include_usage") is not True
+        body = {**body, "stream_options": {**options, "include_usage": True}}
+    headers = forwarded_headers(dict(request.headers))
+    outgoing = upstream.client.build_request("POST", path, json=body, headers=headers)
+    response = await _forward(call, lambda: upstream.client.send(outgoing, stream=True))
+    if not isinstance(response, httpx.Response):
+        return response
+    reader = _StreamReader(kind, hide_usage_chunk=hide)
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for line in response.aiter_lines():
+                if reader.line(line):
+                    yield (line + "\n").encode()
+        finally:
+            # runs when the stream ends, breaks or the client goes away: the cost is always posted
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+                if reader.usage is not None:
+                    await call.settle(read(reader.usage))
+                else:
+                    await call.settle(usage.estimated_usage(body, reader.chars), estimated=True)
+
+    return StreamingResponse(
+        relay(),
+        status_code=response.status_code,
+        media_type=response.headers.get("content-type", "text/event-stream"),
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def _gated(
+    request: Request, budget: Budget, principal: Principal, device_id: str | None, *,
+    path: str, kind: str, read: Callable[[dict[str, Any]], SettleUsage],
+) -> Response:  # fmt: skip
+    body = await _json_body(request)
+    call = _call(request, budget, principal, device_id, kind, usage.model_of(body))
+    try:
+        await call.authorize(prompt_chars=usage.prompt_chars(body), max_output_tokens=usage.output_cap(body))
+    except BudgetExceeded as exc:
+        return refusal(exc)
+    if body.get("stream") is True and kind != "embed":
+        return await _stream(call, request, path, body, kind, read)
+    return await _plain(call, request, path, body, read)
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
+) -> Response:
+    """OpenAI's chat completions, plain or streaming, within the practice's budget."""
+    return await _gated(
+        request, budget, principal, device_id, path="chat/completions", kind="chat", read=usage.chat_usage
+    )
+
+
+@router.post("/responses")
+async def responses(
+    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
+) -> Response:
+    """OpenAI's Responses API, plain or streaming, within the practice's budget."""
+    return await _gated(
+        request, budget, principal, device_id, path="responses", kind="responses", read=usage.responses_usage
+    )
+
+
+@router.post("/embeddings")
+async def embeddings(
+    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
+) -> Response:
+    """OpenAI's embeddings, within the practice's budget."""
+    return await _gated(
+        request, budget, principal, device_id, path="embeddings", kind="embed", read=usage.embeddings_usage
+    )
+
+
+@router.post("/audio/transcriptions")
+async def transcriptions(
+    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
+) -> Response:
+    """OpenAI's audio transcriptions (multipart upload): held and charged by the upload's real
+    duration, or by the tokens a token-priced model reports."""
+    form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("file is required: the audio to transcribe", field="file")
+    model = form.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidInput("model is required: the model to call", field="model")
+    audio = await upload.read()
+    duration = await run_in_threadpool(read_duration, io.BytesIO(audio), filename=upload.filename)
+    call = _call(request, budget, principal, device_id, "transcribe", model)
+    try:
+        await call.authorize(audio_seconds=duration.seconds)
+    except BudgetExceeded as exc:
+        return refusal(exc)
+    fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
+    files = {"file": (upload.filename or "audio", audio, upload.content_type or "application/octet-stream")}
+    upstream = _upstream(request)
+    headers = forwarded_headers(dict(request.headers))
+    response = await _forward(
+        call, lambda: upstream.client.post("audio/transcriptions", data=fields, files=files, headers=headers)
+    )
+    if not isinstance(response, httpx.Response):
+        return response
+    reported = None
+    if response.headers.get("content-type", "").startswith("application/json"):
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        reported = answer.get("usage") if isinstance(answer, dict) else None
+    await call.settle(
+        usage.transcription_usage(reported if isinstance(reported, dict) else None, Decimal(duration.seconds))
+    )
+    return _passthrough(response)
+
+
+@router.get("/models")
+async def models(request: Request, _principal: Gatekeeper) -> Response:
+    """The upstream's models, as it lists them."""
+    upstream = _upstream(request)
+    try:
+        response = await upstream.client.get("models", headers=forwarded_headers(dict(request.headers)))
+    except httpx.HTTPError as exc:
+        return _unavailable(502, f"the upstream could not be reached ({type(exc).__name__})")
+    return _passthrough(response)

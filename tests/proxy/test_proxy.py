@@ -1,0 +1,320 @@
+"""The OpenAI-compatible proxy over real HTTP: the official `openai` package as the desktop app, a
+server the test starts, and a fake OpenAI upstream behind it (SPEC §9). What is charged is the
+catalog price of the usage the upstream reported; streams and plain calls agree; errors void;
+a client leaving mid-stream is charged what it consumed; an exhausted budget is a 402 the package
+surfaces with our code."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+import wave
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+
+from aibudget import guard
+from aibudget.client import BudgetClient
+from aibudget.ledger.reports import UsageLine
+from tests.api.conftest import Server, start_server, stop_server
+from tests.api.test_accounts import key
+from tests.fake_openai import FakeOpenAI
+
+MESSAGES = [{"role": "user", "content": "Bitte einen kurzen Brief an Frau Muster wegen des Termins."}]
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def fresh_upstream(upstream: FakeOpenAI) -> None:
+    upstream.reply_words, upstream.chunk_delay, upstream.cached_tokens = 12, 0.0, 0
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, server_database: str | None, upstream: FakeOpenAI
+) -> Iterator[Server]:
+    started = start_server(
+        tmp_path_factory.mktemp("proxy") / "var", server_database,
+        AIBUDGET_UPSTREAM_BASE_URL=f"{upstream.url}/v1", AIBUDGET_UPSTREAM_API_KEY=upstream.api_key,
+    )  # fmt: skip
+    try:
+        yield started
+    finally:
+        stop_server(started)
+
+
+def funded_practice(server: Server, included_usd: str = "20") -> tuple[str, str]:
+    """A subscribed practice and its key."""
+    practice_id, plan = f"p-{uuid.uuid4().hex[:10]}", f"plan-{uuid.uuid4().hex[:8]}"
+    now = int(time.time())
+    with server.budget() as budget:
+        budget.put_practice(practice_id, name="Praxis Muster")
+        budget.put_plan(plan, included_usd=included_usd)
+        budget.put_subscription(f"sub-{practice_id}", practice_id=practice_id, plan=plan,
+                                status="active", current_period_start=now - DAY,
+                                current_period_end=now + 29 * DAY)  # fmt: skip
+    return practice_id, key(server, "practice", practice_id)
+
+
+def client(server: Server, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=api_key, max_retries=0, timeout=20)
+
+
+def event_of(server: Server, practice_id: str, request_id: str, status: str = "success") -> UsageLine:
+    with server.budget() as budget:
+        rows = budget.usage_report(practice_id).rows
+    [line] = [
+        row
+        for row in rows
+        if isinstance(row, UsageLine) and row.request_id == request_id and row.status == status
+    ]
+    return line
+
+
+def price_of(server: Server, model: str, usage: dict[str, Any]) -> int:
+    with server.budget() as budget:
+        return budget.price(model, **usage).cost_micros
+
+
+def chat_usage(reported: dict[str, Any]) -> dict[str, Any]:
+    details = reported.get("prompt_tokens_details") or {}
+    return {
+        "input_tokens": reported["prompt_tokens"],
+        "cached_input_tokens": details.get("cached_tokens") or 0,
+        "output_tokens": reported["completion_tokens"],
+    }
+
+
+def held_usd(server: Server, practice_id: str) -> Decimal:
+    with server.budget() as budget:
+        return budget.snapshot(practice_id).held_usd
+
+
+def test_a_chat_completion_is_charged_the_catalog_price_of_the_upstreams_usage(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    upstream.cached_tokens = 5
+    with client(server, api_key) as app:
+        completion = app.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"Idempotency-Key": "letter-1"},  # type: ignore[arg-type]
+        )
+    reported = upstream.answers[-1].usage
+    assert reported is not None
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == reported["prompt_tokens"]
+    event = event_of(server, practice_id, "letter-1")
+    assert event.cost_micros == price_of(server, "gpt-4o-mini", chat_usage(reported)) > 0
+    assert (event.operation, event.cached_input_tokens, event.estimated) == ("chat", 5, False)
+    assert held_usd(server, practice_id) == 0
+    forwarded = upstream.requests[-1]
+    assert forwarded.headers["authorization"] == f"Bearer {upstream.api_key}"  # the vendor's key, not ours
+
+
+def test_streaming_and_plain_calls_cost_the_same_and_the_injected_usage_chunk_stays_hidden(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                    extra_headers={"Idempotency-Key": "plain"})  # fmt: skip
+        chunks = list(app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+                                                  extra_headers={"Idempotency-Key": "streamed"}))  # fmt: skip
+        with_usage = list(app.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},  # type: ignore[arg-type]
+            extra_headers={"Idempotency-Key": "streamed-usage"},
+        ))  # fmt: skip
+
+    assert upstream.requests[-2].json["stream_options"] == {"include_usage": True}  # injected upstream
+    assert all(chunk.usage is None for chunk in chunks)
+    assert all(chunk.choices for chunk in chunks)
+    assert with_usage[-1].usage is not None
+    assert with_usage[-1].choices == []
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text.split() == upstream.words()[0]
+    costs = {request_id: event_of(server, practice_id, request_id).cost_micros
+             for request_id in ("plain", "streamed", "streamed-usage")}  # fmt: skip
+    assert len(set(costs.values())) == 1
+    assert costs["plain"] > 0
+    assert held_usd(server, practice_id) == 0
+
+
+def test_responses_plain_and_streaming_are_charged_from_their_usage(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        app.responses.create(
+            model="gpt-4o-mini", input="Ein Brief, bitte.", extra_headers={"Idempotency-Key": "r-plain"}
+        )
+        plain_usage = upstream.answers[-1].usage
+        with app.responses.create(model="gpt-4o-mini", input="Ein Brief, bitte.", stream=True,
+                                  extra_headers={"Idempotency-Key": "r-stream"}) as stream:  # fmt: skip
+            events = list(stream)
+    assert events[-1].type == "response.completed"
+    assert plain_usage is not None
+    expected = price_of(server, "gpt-4o-mini", {"input_tokens": plain_usage["input_tokens"],
+                                                "output_tokens": plain_usage["output_tokens"]})  # fmt: skip
+    assert event_of(server, practice_id, "r-plain").cost_micros == expected
+    assert event_of(server, practice_id, "r-stream").cost_micros == expected
+
+
+def test_embeddings_are_charged_by_their_input_tokens(server: Server, upstream: FakeOpenAI) -> None:
+    practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        app.embeddings.create(model="text-embedding-3-small",
+                              input=["Befund", "Überweisung an die Kardiologie"],
+                              extra_headers={"Idempotency-Key": "embed-1"})  # fmt: skip
+    reported = upstream.answers[-1].usage
+    assert reported is not None
+    event = event_of(server, practice_id, "embed-1")
+    assert event.input_tokens == reported["prompt_tokens"]
+    assert event.cost_micros == price_of(
+        server, "text-embedding-3-small", {"input_tokens": reported["prompt_tokens"]}
+    )
+    assert event.operation == "embed"
+
+
+def wav(seconds: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(b"\0\0" * 16_000 * seconds)
+    return buffer.getvalue()
+
+
+def test_a_transcription_is_charged_by_the_uploads_real_duration(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        result = app.audio.transcriptions.create(
+            model="whisper-1", file=("diktat.wav", wav(90), "audio/wav"),
+            extra_headers={"Idempotency-Key": "dictation-1"},
+        )  # fmt: skip
+    assert result.text
+    event = event_of(server, practice_id, "dictation-1")
+    assert event.audio_ms == 90_000
+    assert event.cost_micros == price_of(server, "whisper-1", {"audio_seconds": 90})
+    assert event.operation == "transcribe"
+    [upload] = upstream.requests[-1].files.values()
+    assert upload.data == wav(90)
+
+
+def test_a_token_priced_transcription_is_charged_by_its_reported_tokens(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        app.audio.transcriptions.create(model="gpt-4o-transcribe", file=("diktat.wav", wav(20), "audio/wav"),
+                                        extra_headers={"Idempotency-Key": "dictation-2"})  # fmt: skip
+    reported = upstream.answers[-1].usage
+    assert reported is not None
+    usage = {"input_tokens": reported["input_tokens"], "output_tokens": reported["output_tokens"],
+             "input_audio_tokens": reported["input_token_details"]["audio_tokens"]}  # fmt: skip
+    assert event_of(server, practice_id, "dictation-2").cost_micros == price_of(
+        server, "gpt-4o-transcribe", usage
+    )
+
+
+def test_an_upstream_error_voids_the_hold_and_records_an_error(server: Server, upstream: FakeOpenAI) -> None:
+    practice_id, api_key = funded_practice(server)
+    upstream.fail_next(1, status=500, path="/v1/chat/completions")
+    with client(server, api_key) as app, pytest.raises(openai.InternalServerError):
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                    extra_headers={"Idempotency-Key": "broken"})  # fmt: skip
+    failed = event_of(server, practice_id, "broken", status="error")
+    assert (failed.cost_micros, failed.error_code) == (0, "upstream_500")
+    event_of(server, practice_id, "broken", status="voided")
+    assert held_usd(server, practice_id) == 0
+
+
+def test_a_client_leaving_mid_stream_is_charged_what_was_streamed_and_the_hold_released(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    upstream.reply_words, upstream.chunk_delay = 200, 0.02
+    with client(server, api_key) as app:
+        stream = app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+                                             extra_headers={"Idempotency-Key": "walked-away"})  # fmt: skip
+        received = [next(stream) for _ in range(5)]
+        stream.close()
+    assert received
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and held_usd(server, practice_id) > 0:
+        time.sleep(0.05)
+    assert held_usd(server, practice_id) == 0
+    event = event_of(server, practice_id, "walked-away")
+    assert event.estimated is True  # the usage never came: charged by the text streamed so far
+    assert 0 < event.output_tokens < 200
+    assert event.cost_micros > 0
+
+
+def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    _practice_id, api_key = funded_practice(server, included_usd="0")
+    calls_before = len(upstream.requests)
+    with client(server, api_key) as app, pytest.raises(openai.APIStatusError) as refused:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert refused.value.status_code == 402
+    assert refused.value.code == "AI_BUDGET_EXCEEDED"
+    body = refused.value.response.json()
+    assert body["reason"] == "included_exhausted_no_credit"
+    assert body["message_user"]
+    assert len(upstream.requests) == calls_before  # never forwarded
+
+
+def test_models_are_listed_from_the_upstream(server: Server, upstream: FakeOpenAI) -> None:
+    _practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        listed = [model.id for model in app.models.list()]
+    assert listed == upstream.models
+
+
+def test_a_wrong_key_is_refused_before_anything_is_forwarded(server: Server, upstream: FakeOpenAI) -> None:
+    calls_before = len(upstream.requests)
+    with client(server, "not-a-key") as app, pytest.raises(openai.AuthenticationError):
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(upstream.requests) == calls_before
+
+
+def test_a_guard_over_the_http_client_charges_the_same_as_the_proxy(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    """In-process calls to the provider, gated over HTTP by a `BudgetClient`: a stream closed early is
+    posted as an estimate through `POST /v1/usage` too."""
+    practice_id, api_key = funded_practice(server)
+    upstream.reply_words, upstream.chunk_delay = 60, 0.01
+    with (
+        BudgetClient(server.url, api_key) as gate,
+        openai.OpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key, max_retries=0) as provider,
+    ):
+        client = guard(provider, gate)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, request_id="guarded")
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, request_id="guarded-cut"
+        )
+        next(iter(stream))
+        stream.close()
+    reported = upstream.answers[-2].usage
+    assert reported is not None
+    guarded = event_of(server, practice_id, "guarded")
+    assert guarded.cost_micros == price_of(server, "gpt-4o-mini", chat_usage(reported))
+    assert event_of(server, practice_id, "guarded-cut").estimated is True
+    assert held_usd(server, practice_id) == 0
