@@ -1293,6 +1293,7 @@ class _Exchange:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers leave at once, not after the client's delayed ACK
     server_version = "FakeOpenAI/1.0"
 
     def setup(self) -> None:

@@ -12,6 +12,7 @@ import uuid
 import wave
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -22,6 +23,7 @@ from aibudget.client import BudgetClient
 from aibudget.ledger.reports import UsageLine
 from tests.api.conftest import Server, start_server, stop_server
 from tests.api.test_accounts import key
+from tests.databases import server_databases
 from tests.fake_openai import FakeOpenAI
 
 MESSAGES = [{"role": "user", "content": "Bitte einen kurzen Brief an Frau Muster wegen des Termins."}]
@@ -318,3 +320,36 @@ def test_a_guard_over_the_http_client_charges_the_same_as_the_proxy(
     assert guarded.cost_micros == price_of(server, "gpt-4o-mini", chat_usage(reported))
     assert event_of(server, practice_id, "guarded-cut").estimated is True
     assert held_usd(server, practice_id) == 0
+
+
+def test_an_azure_style_upstream_gets_its_api_key_header_and_a_timeout_voids(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, upstream: FakeOpenAI
+) -> None:
+    """`AIBUDGET_UPSTREAM_AUTH_HEADER=api-key` (Azure OpenAI) sends the key as `api-key`; an upstream
+    slower than `AIBUDGET_UPSTREAM_TIMEOUT_SECONDS` is a 504, its hold released, an error recorded."""
+    for database in server_databases(backend, request):
+        azure = start_server(
+            tmp_path / "var", database, AIBUDGET_UPSTREAM_BASE_URL=f"{upstream.url}/v1",
+            AIBUDGET_UPSTREAM_API_KEY=upstream.api_key, AIBUDGET_UPSTREAM_AUTH_HEADER="api-key",
+            AIBUDGET_UPSTREAM_TIMEOUT_SECONDS="0.5",
+        )  # fmt: skip
+        try:
+            practice_id, api_key = funded_practice(azure)
+            with client(azure, api_key) as app:
+                app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+                forwarded = upstream.requests[-1].headers
+                upstream.delay = 2
+                try:
+                    with pytest.raises(openai.APIStatusError) as slow:
+                        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                                    extra_headers={"Idempotency-Key": "slow"})  # fmt: skip
+                finally:
+                    upstream.delay = 0
+            assert slow.value.status_code == 504
+            timed_out = event_of(azure, practice_id, "slow", status="error")
+            assert timed_out.error_code == "upstream_timeout"
+            assert held_usd(azure, practice_id) == 0
+        finally:
+            stop_server(azure)
+    assert forwarded["api-key"] == upstream.api_key
+    assert "authorization" not in forwarded
