@@ -5,6 +5,7 @@ the provider is called."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import openai
@@ -110,3 +111,29 @@ def test_an_empty_budget_refuses_before_the_provider_is_called(
         client.embeddings.create(model="text-embedding-3-small", input="Befund")
     assert refused.value.payload["reason"] == "no_active_subscription"
     assert upstream.requests == []
+
+
+def test_an_async_client_is_guarded_the_same(funded: Budget, upstream: FakeOpenAI) -> None:
+    async def calls() -> None:
+        async with openai.AsyncOpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key,
+                                      max_retries=0) as provider:  # fmt: skip
+            client = guard(provider, funded, practice_id="p1")
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, request_id="a-plain")
+            stream = await client.responses.create(
+                model="gpt-4o-mini", input="Ein Brief, bitte.", stream=True, request_id="a-stream"
+            )
+            async with stream:
+                kinds = [event.type async for event in stream]
+            assert kinds[-1] == "response.completed"
+
+    asyncio.run(calls())
+    reported = upstream.answers[0].usage
+    assert reported is not None
+    [plain] = [event for event in events(funded) if event.request_id == "a-plain"]
+    price = funded.price("gpt-4o-mini", input_tokens=reported["prompt_tokens"],
+                         output_tokens=reported["completion_tokens"])  # fmt: skip
+    assert plain.cost_micros == price.cost_micros
+    [streamed] = [event for event in events(funded) if event.request_id == "a-stream"]
+    assert streamed.estimated is False
+    assert streamed.output_tokens > 0
+    assert funded.snapshot("p1").held_micros == 0

@@ -1,4 +1,4 @@
-"""`guard()`: an `openai.OpenAI` client whose every call is authorized before and settled after.
+"""`guard()`: an `openai` client whose every call is authorized before and settled after.
 
 For applications that call the provider themselves, in process, instead of through the proxy:
 
@@ -11,36 +11,34 @@ client.chat.completions.create(model="gpt-4o-mini", messages=[...])     # Budget
 
 Guarded: `chat.completions.create` and `responses.create` (plain and `stream=True`) and
 `embeddings.create`; everything else of the client is passed through untouched. Each call gets a new
-request id (or the `request_id=` you pass), is held with the request's size and output cap, and is
-settled with the usage the provider reported. A chat stream is asked for its usage chunk, which is
-taken out again when the caller did not ask for it. A call that raises is voided and recorded as an
-`error`. A stream is settled when it is exhausted or closed (use it as a context manager, or call
-`close()`): a stream closed early is charged by an estimate from the text streamed so far.
+request id (or the `request_id=` you pass; `operation=` names its operation), is held with the
+request's size and output cap, and is settled with the usage the provider reported. A chat stream
+is asked for its usage chunk, which is taken out again when the caller did not ask for it. A call
+that raises is voided and recorded as an `error`. A stream is settled when it is exhausted or
+closed (use it as a context manager, or close it): a stream closed early is charged by an estimate
+from the text streamed so far.
 
-The gate is anything with the `Budget` methods `authorize`, `settle` and `void` — the library's
-`Budget` or the HTTP `aibudget.client.BudgetClient`.
+`openai.AsyncOpenAI` works the same, awaited. The gate is anything with the `Budget` methods
+`authorize`, `settle` and `void`: the library's `Budget`, `aibudget.client.BudgetClient`, or
+`AsyncBudgetClient` (async clients only; a synchronous gate is then run off the event loop).
 """
 
 from __future__ import annotations
 
+import inspect
 import secrets
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from typing import Any
+
+import anyio
 
 from aibudget.proxy import usage
-from aibudget.proxy.usage import SettleUsage
+from aibudget.proxy.usage import SettleUsage, StreamTally
 
-
-class Gate(Protocol):
-    def authorize(
-        self, *, request_id: str, operation: str, model: str, practice_id: str | None = None,
-        prompt_chars: int | None = None, max_output_tokens: int | None = None,
-    ) -> Any: ...  # fmt: skip
-
-    def settle(self, *, request_id: str, model: str, practice_id: str | None = None,
-               operation: str | None = None, **used: Any) -> Any: ...  # fmt: skip
-
-    def void(self, *, request_id: str, practice_id: str | None = None) -> Any: ...
+_READ: dict[str, Callable[[dict[str, Any]], SettleUsage]] = {
+    "chat": usage.chat_usage, "responses": usage.responses_usage, "embed": usage.embeddings_usage,
+}  # fmt: skip
 
 
 def _dump(value: Any) -> dict[str, Any] | None:
@@ -51,76 +49,71 @@ def _dump(value: Any) -> dict[str, Any] | None:
 
 
 class _Call:
-    """One guarded call: its identity and the gate calls around it."""
+    """One guarded call: its identity, what to ask the gate, and what the provider gets."""
 
-    def __init__(self, gate: Gate, practice_id: str | None, operation: str, kwargs: dict[str, Any]) -> None:
-        self.gate, self.practice_id, self.operation = gate, practice_id, operation
+    def __init__(self, practice_id: str | None, kind: str, kwargs: dict[str, Any]) -> None:
+        self.practice_id, self.kind = practice_id, kind
+        self.operation: str = kwargs.pop("operation", None) or ("embed" if kind == "embed" else "chat")
         self.request_id: str = kwargs.pop("request_id", None) or f"guard_{secrets.token_urlsafe(18)}"
         self.body = kwargs
         self.model = usage.model_of(kwargs)
+        self.streaming = kwargs.get("stream") is True and kind != "embed"
+        self.hide_usage_chunk = False
+        if self.streaming and kind == "chat":
+            options = dict(kwargs.get("stream_options") or {})
+            self.hide_usage_chunk = options.get("include_usage") is not True
+            self.body = {**kwargs, "stream_options": {**options, "include_usage": True}}
 
-    def authorize(self) -> None:
-        self.gate.authorize(
-            request_id=self.request_id, operation=self.operation, model=self.model,
-            practice_id=self.practice_id, prompt_chars=usage.prompt_chars(self.body),
-            max_output_tokens=usage.output_cap(self.body),
-        )  # fmt: skip
+    def authorization(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id, "operation": self.operation, "model": self.model,
+            "practice_id": self.practice_id, "prompt_chars": usage.prompt_chars(self.body),
+            "max_output_tokens": usage.output_cap(self.body),
+        }  # fmt: skip
 
-    def settle(self, used: SettleUsage, **extra: Any) -> None:
-        self.gate.settle(
-            request_id=self.request_id, model=self.model, practice_id=self.practice_id,
-            operation=self.operation, **used, **extra,
-        )  # fmt: skip
+    def settlement(self, used: SettleUsage, **extra: Any) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id, "model": self.model, "practice_id": self.practice_id,
+            "operation": self.operation, **used, **extra,
+        }  # fmt: skip
 
-    def fail(self, error: BaseException) -> None:
-        self.gate.void(request_id=self.request_id, practice_id=self.practice_id)
-        self.settle({}, status="error", error_code=f"provider_{type(error).__name__}"[:64])
+    def of_answer(self, answer: Any) -> dict[str, Any]:
+        """How to settle a plain answer."""
+        reported = _dump(answer.usage)
+        if reported is None:  # a success without usage: charged by the bound rather than nothing
+            return self.settlement(usage.estimated_usage(self.body, 0), estimated=True)
+        return self.settlement(_READ[self.kind](reported))
+
+    def of_failure(self, error: BaseException) -> dict[str, Any]:
+        return self.settlement({}, status="error", error_code=f"provider_{type(error).__name__}"[:64])
+
+    def of_stream(self, tally: StreamTally) -> dict[str, Any]:
+        used, estimated = tally.settle_usage(self.body)
+        return self.settlement(used, estimated=estimated)
 
 
 class GuardedStream:
     """A provider stream that settles its call when exhausted or closed (see module doc)."""
 
-    def __init__(self, call: _Call, stream: Any, kind: str, *, hide_usage_chunk: bool) -> None:
-        self._call, self._stream, self._kind = call, stream, kind
-        self._hide = hide_usage_chunk
-        self._usage: dict[str, Any] | None = None
-        self._chars = 0
+    def __init__(self, gate: Any, call: _Call, stream: Any) -> None:
+        self._gate, self._call, self._stream = gate, call, stream
+        self._tally = StreamTally(call.kind, hide_usage_chunk=call.hide_usage_chunk)
         self._settled = False
 
     def __iter__(self) -> Iterator[Any]:
         try:
             for event in self._stream:
-                if self._take(event):
+                if self._tally.take(event.model_dump()):
                     yield event
         finally:
             self.close()
 
-    def _take(self, event: Any) -> bool:
-        if self._kind == "chat":
-            for choice in event.choices:
-                self._chars += len(choice.delta.content or "")
-            if event.usage is not None:
-                self._usage = _dump(event.usage)
-                return not (self._hide and not event.choices)
-            return True
-        kind = getattr(event, "type", None)
-        if kind == "response.output_text.delta":
-            self._chars += len(event.delta)
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            self._usage = _dump(event.response.usage)
-        return True
-
     def close(self) -> None:
         """Close the provider stream and settle: by the usage if it came, else by an estimate."""
-        if self._settled:
-            return
-        self._settled = True
-        self._stream.close()
-        if self._usage is not None:
-            read = usage.chat_usage if self._kind == "chat" else usage.responses_usage
-            self._call.settle(read(self._usage))
-        else:
-            self._call.settle(usage.estimated_usage(self._call.body, self._chars), estimated=True)
+        if not self._settled:
+            self._settled = True
+            self._stream.close()
+            self._gate.settle(**self._call.of_stream(self._tally))
 
     def __enter__(self) -> GuardedStream:
         return self
@@ -129,40 +122,81 @@ class GuardedStream:
         self.close()
 
 
+class AsyncGuardedStream:
+    """`GuardedStream` for `openai.AsyncOpenAI`."""
+
+    def __init__(self, gate: Callable[..., Any], call: _Call, stream: Any) -> None:
+        self._gate, self._call, self._stream = gate, call, stream
+        self._tally = StreamTally(call.kind, hide_usage_chunk=call.hide_usage_chunk)
+        self._settled = False
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            async for event in self._stream:
+                if self._tally.take(event.model_dump()):
+                    yield event
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.close()
+
+    async def close(self) -> None:
+        if not self._settled:
+            self._settled = True
+            await self._stream.close()
+            await self._gate("settle", **self._call.of_stream(self._tally))
+
+    async def __aenter__(self) -> AsyncGuardedStream:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+
 class _Guarded:
     """`create` of one resource, guarded; every other attribute is the resource's own."""
 
-    def __init__(self, resource: Any, gate: Gate, practice_id: str | None, kind: str) -> None:
+    def __init__(self, resource: Any, gate: Any, practice_id: str | None, kind: str) -> None:
         self._resource, self._gate, self._practice_id, self._kind = resource, gate, practice_id, kind
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._resource, name)
 
     def create(self, **kwargs: Any) -> Any:
-        operation = kwargs.pop("operation", None) or ("embed" if self._kind == "embed" else "chat")
-        call = _Call(self._gate, self._practice_id, operation, kwargs)
-        call.authorize()
-        streaming = kwargs.get("stream") is True and self._kind != "embed"
-        hide = False
-        if streaming and self._kind == "chat":
-            options = dict(kwargs.get("stream_options") or {})
-            hide = options.get("include_usage") is not True
-            kwargs["stream_options"] = {**options, "include_usage": True}
+        call = _Call(self._practice_id, self._kind, kwargs)
+        self._gate.authorize(**call.authorization())
         try:
-            answer = self._resource.create(**kwargs)
+            answer = self._resource.create(**call.body)
         except BaseException as error:
-            call.fail(error)
+            self._gate.void(request_id=call.request_id, practice_id=call.practice_id)
+            self._gate.settle(**call.of_failure(error))
             raise
-        if streaming:
-            return GuardedStream(call, answer, self._kind, hide_usage_chunk=hide)
-        reported = _dump(answer.usage)
-        read: Callable[[dict[str, Any]], SettleUsage] = {
-            "chat": usage.chat_usage, "responses": usage.responses_usage, "embed": usage.embeddings_usage,
-        }[self._kind]  # fmt: skip
-        if reported is None:
-            call.settle(usage.estimated_usage(call.body, 0), estimated=True)
-        else:
-            call.settle(read(reported))
+        if call.streaming:
+            return GuardedStream(self._gate, call, answer)
+        self._gate.settle(**call.of_answer(answer))
+        return answer
+
+
+class _AsyncGuarded(_Guarded):
+    async def _ask(self, method: str, **kwargs: Any) -> Any:
+        """Call the gate: awaited when it is async, else on a worker thread (it does database work)."""
+        function = getattr(self._gate, method)
+        if inspect.iscoroutinefunction(function):
+            return await function(**kwargs)
+        return await anyio.to_thread.run_sync(partial(function, **kwargs))
+
+    async def create(self, **kwargs: Any) -> Any:
+        call = _Call(self._practice_id, self._kind, kwargs)
+        await self._ask("authorize", **call.authorization())
+        try:
+            answer = await self._resource.create(**call.body)
+        except BaseException as error:
+            with anyio.CancelScope(shield=True):
+                await self._ask("void", request_id=call.request_id, practice_id=call.practice_id)
+                await self._ask("settle", **call.of_failure(error))
+            raise
+        if call.streaming:
+            return AsyncGuardedStream(self._ask, call, answer)
+        await self._ask("settle", **call.of_answer(answer))
         return answer
 
 
@@ -176,12 +210,15 @@ class _Namespace:
         return getattr(self._target, name)
 
 
-def guard(client: Any, gate: Gate, *, practice_id: str | None = None) -> Any:
-    """`client` (an `openai.OpenAI`) with its chat, responses and embeddings calls gated by `gate`."""
-    completions = _Guarded(client.chat.completions, gate, practice_id, "chat")
+def guard(client: Any, gate: Any, *, practice_id: str | None = None) -> Any:
+    """`client` (an `openai.OpenAI` or `openai.AsyncOpenAI`) with its chat, responses and embeddings
+    calls gated by `gate` (see module doc)."""
+    import openai  # only needed here: the guard is for users of the openai package
+
+    wrap = _AsyncGuarded if isinstance(client, openai.AsyncOpenAI) else _Guarded
     return _Namespace(
         client,
-        chat=_Namespace(client.chat, completions=completions),
-        responses=_Guarded(client.responses, gate, practice_id, "responses"),
-        embeddings=_Guarded(client.embeddings, gate, practice_id, "embed"),
+        chat=_Namespace(client.chat, completions=wrap(client.chat.completions, gate, practice_id, "chat")),
+        responses=wrap(client.responses, gate, practice_id, "responses"),
+        embeddings=wrap(client.embeddings, gate, practice_id, "embed"),
     )

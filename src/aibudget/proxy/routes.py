@@ -181,56 +181,18 @@ async def _plain(
     return _passthrough(response)
 
 
-class _StreamReader:
-    """Reads an SSE stream line by line: remembers the usage, counts the streamed text, and tells
-    which lines to pass on (the injected usage chunk is held back when the client did not ask)."""
-
-    def __init__(self, kind: str, *, hide_usage_chunk: bool) -> None:
-        self.kind = kind
-        self.hide_usage_chunk = hide_usage_chunk
-        self.usage: dict[str, Any] | None = None
-        self.chars = 0
-
-    def line(self, text: str) -> bool:
-        """Take one line; whether to pass it on."""
-        if not text.startswith("data:"):
-            return True
-        data = text[5:].strip()
-        if data == "[DONE]":
-            return True
-        try:
-            event = json.loads(data)
-        except json.JSONDecodeError:
-            return True
-        if not isinstance(event, dict):
-            return True
-        if self.kind == "chat":
-            for choice in event.get("choices") or []:
-                content = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
-                if isinstance(content, str):
-                    self.chars += len(content)
-            if isinstance(event.get("usage"), dict):
-                self.usage = event["usage"]
-                return not (self.hide_usage_chunk and not event.get("choices"))
-            return True
-        kind = event.get("type")
-        if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
-            self.chars += len(event["delta"])
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            reported = (event.get("response") or {}).get("usage")
-            if isinstance(reported, dict):
-                self.usage = reported
+def _pass_on(tally: usage.StreamTally, line: str) -> bool:
+    """Whether an SSE line goes on to the client; `data:` lines with a JSON object are tallied."""
+    if not line.startswith("data:"):
         return True
+    try:
+        event = json.loads(line[5:])
+    except json.JSONDecodeError:  # `[DONE]`, or whatever the upstream sends: passed on as it is
+        return True
+    return not isinstance(event, dict) or tally.take(event)
 
 
-async def _stream(
-    call: Call,
-    request: Request,
-    path: str,
-    body: dict[str, Any],
-    kind: str,
-    read: Callable[[dict[str, Any]], SettleUsage],
-) -> Response:
+async def _stream(call: Call, request: Request, path: str, body: dict[str, Any], kind: str) -> Response:
     upstream = _upstream(request)
     hide = False
     if kind == "chat":
@@ -243,21 +205,19 @@ async def _stream(
     response = await _forward(call, lambda: upstream.client.send(outgoing, stream=True))
     if not isinstance(response, httpx.Response):
         return response
-    reader = _StreamReader(kind, hide_usage_chunk=hide)
+    tally = usage.StreamTally(kind, hide_usage_chunk=hide)
 
     async def relay() -> AsyncIterator[bytes]:
         try:
             async for line in response.aiter_lines():
-                if reader.line(line):
+                if _pass_on(tally, line):
                     yield (line + "\n").encode()
         finally:
             # runs when the stream ends, breaks or the client goes away: the cost is always posted
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-                if reader.usage is not None:
-                    await call.settle(read(reader.usage))
-                else:
-                    await call.settle(usage.estimated_usage(body, reader.chars), estimated=True)
+                used, estimated = tally.settle_usage(body)
+                await call.settle(used, estimated=estimated)
 
     return StreamingResponse(
         relay(),
@@ -278,7 +238,7 @@ async def _gated(
     except BudgetExceeded as exc:
         return refusal(exc)
     if body.get("stream") is True and kind != "embed":
-        return await _stream(call, request, path, body, kind, read)
+        return await _stream(call, request, path, body, kind)
     return await _plain(call, request, path, body, read)
 
 

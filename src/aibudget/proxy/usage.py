@@ -112,3 +112,43 @@ def estimated_usage(body: dict[str, Any], streamed_chars: int) -> SettleUsage:
         "input_tokens": math.ceil(prompt_chars(body) / CHARS_PER_TOKEN_BOUND),
         "output_tokens": streamed_output_tokens(streamed_chars),
     }
+
+
+class StreamTally:
+    """Follows a stream's events (chat chunks or Responses events, as JSON objects): keeps the usage
+    when it comes and counts the streamed text, for an estimate if the stream is cut off first."""
+
+    def __init__(self, kind: str, *, hide_usage_chunk: bool = False) -> None:
+        self.kind = kind  # chat | responses
+        self.hide_usage_chunk = hide_usage_chunk  # a chat usage chunk the caller did not ask for
+        self.usage: dict[str, Any] | None = None
+        self.chars = 0
+
+    def take(self, event: dict[str, Any]) -> bool:
+        """Note one event; whether to pass it on to the caller."""
+        if self.kind == "chat":
+            for choice in event.get("choices") or []:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(content, str):
+                    self.chars += len(content)
+            if isinstance(event.get("usage"), dict):
+                self.usage = event["usage"]
+                return not (self.hide_usage_chunk and not event.get("choices"))
+            return True
+        kind = event.get("type")
+        if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+            self.chars += len(event["delta"])
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            response = event.get("response")
+            reported = response.get("usage") if isinstance(response, dict) else None
+            if isinstance(reported, dict):
+                self.usage = reported
+        return True
+
+    def settle_usage(self, body: dict[str, Any]) -> tuple[SettleUsage, bool]:
+        """What to settle the stream with, and whether that is an estimate."""
+        if self.usage is None:
+            return estimated_usage(body, self.chars), True
+        read = chat_usage if self.kind == "chat" else responses_usage
+        return read(self.usage), False
