@@ -21,6 +21,7 @@ import pytest
 from aibudget import guard
 from aibudget.client import BudgetClient
 from aibudget.ledger.reports import UsageLine
+from aibudget.proxy.usage import prompt_chars
 from tests.api.conftest import Server, start_server, stop_server
 from tests.api.test_accounts import key
 from tests.databases import server_databases
@@ -353,3 +354,18 @@ def test_an_azure_style_upstream_gets_its_api_key_header_and_a_timeout_voids(
             stop_server(azure)
     assert forwarded["api-key"] == upstream.api_key
     assert "authorization" not in forwarded
+
+
+def test_a_retry_of_a_call_in_flight_is_refused_instead_of_paying_the_provider_twice(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    with server.budget() as budget:  # the first attempt's hold, its answer not yet back
+        budget.authorize(request_id="in-flight", practice_id=practice_id, operation="chat",
+                         model="gpt-4o-mini", prompt_chars=prompt_chars({"messages": MESSAGES}))  # fmt: skip
+    calls_before = len(upstream.requests)
+    with client(server, api_key) as app, pytest.raises(openai.ConflictError) as refused:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                    extra_headers={"Idempotency-Key": "in-flight"})  # fmt: skip
+    assert refused.value.response.json()["error_code"] == "CONFLICT"  # not another body: the same call
+    assert len(upstream.requests) == calls_before

@@ -37,7 +37,7 @@ from starlette.datastructures import UploadFile
 from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper
 from aibudget.auth.service import Principal
 from aibudget.budget import Budget
-from aibudget.errors import BudgetExceeded, InvalidInput
+from aibudget.errors import BudgetExceeded, Conflict, InvalidInput
 from aibudget.pricing.audio import read_duration
 from aibudget.proxy import usage
 from aibudget.proxy.upstream import Upstream, forwarded_headers
@@ -61,12 +61,17 @@ class Call:
     device_id: str | None
 
     async def authorize(self, **estimate: Any) -> None:
-        await run_in_threadpool(
+        held = await run_in_threadpool(
             lambda: self.budget.authorize(
                 request_id=self.request_id, operation=self.operation, model=self.model,
                 practice_id=self.practice_id, device_id=self.device_id, **estimate,
             )
         )  # fmt: skip
+        if held.replayed:  # a retry of a call still in flight: forwarding it would pay the provider twice
+            raise Conflict(
+                f"request {self.request_id!r} is already in flight; send each call with its own id",
+                field="Idempotency-Key",
+            )
 
     async def settle(self, used: SettleUsage, *, estimated: bool = False) -> None:
         await run_in_threadpool(

@@ -20,6 +20,8 @@ from aibudget.errors import InvalidInput
 from aibudget.ledger.estimate import CHARS_PER_TOKEN_BOUND
 
 SettleUsage = dict[str, Any]  # keyword arguments of `Budget.settle`: input_tokens, output_tokens, …
+# keys whose values are not prompt text: markers (`role`, `type`), or media priced otherwise
+_NOT_PROMPT = frozenset({"role", "type", "image_url", "file_data", "input_audio"})
 
 
 def _texts(value: object) -> Iterable[str]:
@@ -31,7 +33,7 @@ def _texts(value: object) -> Iterable[str]:
             yield from _texts(item)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if key not in ("image_url", "file_data", "input_audio"):  # not text: priced otherwise
+            if key not in _NOT_PROMPT:
                 yield from _texts(item)
 
 
