@@ -268,13 +268,16 @@ class Budget:
             if reason in TOPUP_REASONS and state.auto_topup.enabled:
                 if may_claim:
                     attempt = autotopup.claim(
-                        connection, state.practice, state.snapshot(),
-                        trigger="authorize", offer_for=self._topup_offer, now=now,
-                    )  # fmt: skip
+                        connection,
+                        state.snapshot(),
+                        trigger="authorize",
+                        offer_for=self._topup_offer,
+                        now=now,
+                    )
                     if attempt is not None:
                         claimed.append(attempt)
                         return None  # charge first, then decide again
-                reason = autotopup.refusal_reason(connection, state.practice, now) or reason
+                reason = autotopup.refusal_reason(connection, state.snapshot(), now) or reason
             if reason in alerts.EXHAUSTION_REASONS:
                 alerts.exhausted(connection, state.snapshot(), reason=reason, now=now)
             return reason
@@ -370,12 +373,7 @@ class Budget:
                 and after.auto_topup.paused_reason is None
             ):
                 claimed = autotopup.claim(
-                    connection,
-                    accounts.get_practice(connection, event.practice_id),
-                    after,
-                    trigger="settle",
-                    offer_for=self._topup_offer,
-                    now=now,
+                    connection, after, trigger="settle", offer_for=self._topup_offer, now=now
                 )
             return event
 
@@ -506,12 +504,7 @@ class Budget:
         def customer(connection: Connection) -> str | None:
             return accounts.customer_of(connection, attempt.practice_id, rules=self.rules.accounts)
 
-        charge = gateway.charge(
-            attempt_id=attempt.attempt_id,
-            practice_id=attempt.practice_id,
-            customer_id=self._read(customer),
-            offer=Offer("", attempt.credit_micros, attempt.currency, attempt.charge_amount, Decimal(0)),
-        )
+        charge = gateway.charge(attempt, customer_id=self._read(customer))
         if charge.status == "succeeded":
             assert charge.payment_intent_id is not None
             intent = charge.payment_intent_id

@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row, and_, func, select, update
 
-from aibudget.accounts.service import Practice, get_practice
+from aibudget.accounts.service import get_practice
 from aibudget.credit import service as credit
 from aibudget.credit.service import CreditGrant
-from aibudget.credit.topup import TopupSettings, get_settings
+from aibudget.credit.topup import TopupSettings, get_settings, read_settings
 from aibudget.errors import NotFound
 from aibudget.money import format_usd, to_decimal
 from aibudget.notify import outbox
@@ -102,23 +102,23 @@ def _month_used(connection: Connection, practice_id: str, month: str) -> tuple[i
     return int(count), int(micros)
 
 
-def _within_caps(connection: Connection, settings: TopupSettings, practice: Practice, now: datetime) -> bool:
-    count, micros = _month_used(connection, practice.practice_id, month_of(now, practice.timezone))
+def _within_caps(connection: Connection, settings: TopupSettings, snapshot: Snapshot, now: datetime) -> bool:
+    count, micros = _month_used(connection, snapshot.practice_id, month_of(now, snapshot.timezone))
     return (
         count + 1 <= settings.monthly_max_count
         and micros + settings.package_micros <= settings.monthly_max_micros
     )
 
 
-def refusal_reason(connection: Connection, practice: Practice, now: datetime) -> str | None:
+def refusal_reason(connection: Connection, snapshot: Snapshot, now: datetime) -> str | None:
     """Why automatic top-up cannot save a call now (`auto_topup_paused`, `auto_topup_monthly_limit`),
     or None when it is off or could still run."""
-    settings = get_settings(connection, practice.practice_id)
+    settings = read_settings(connection, snapshot.practice_id)
     if not settings.enabled:
         return None
     if settings.paused_reason is not None:
         return PAUSED
-    if not _within_caps(connection, settings, practice, now):
+    if not _within_caps(connection, settings, snapshot, now):
         return MONTHLY_LIMIT
     return None
 
@@ -132,7 +132,6 @@ def threshold_micros(settings: TopupSettings, snapshot: Snapshot) -> int:
 
 def claim(
     connection: Connection,
-    practice: Practice,
     snapshot: Snapshot,
     *,
     trigger: str,
@@ -144,19 +143,19 @@ def claim(
     `trigger` is `settle` (availability fell under the threshold) or `authorize` (a call would be
     refused). `offer_for(credit_micros, locale)` prices the package.
     """
-    settings = get_settings(connection, practice.practice_id)
+    settings = read_settings(connection, snapshot.practice_id)
     if not settings.enabled or settings.paused_reason is not None or settings.attempt_in_flight is not None:
         return None
     if trigger == "settle" and snapshot.available_micros >= threshold_micros(settings, snapshot):
         return None
-    if not _within_caps(connection, settings, practice, now):
+    if not _within_caps(connection, settings, snapshot, now):
         return None
-    offer = offer_for(settings.package_micros, practice.locale)
+    offer = offer_for(settings.package_micros, snapshot.locale)
     attempt_id = f"topup_{secrets.token_urlsafe(18)}"
     claimed = connection.execute(
         update(settings_table)
         .where(
-            settings_table.c.practice_id == practice.practice_id,
+            settings_table.c.practice_id == snapshot.practice_id,
             settings_table.c.enabled.is_(True),
             settings_table.c.paused_reason.is_(None),
             settings_table.c.attempt_in_flight.is_(None),
@@ -167,8 +166,8 @@ def claim(
         return None
     values = {
         "attempt_id": attempt_id,
-        "practice_id": practice.practice_id,
-        "month": month_of(now, practice.timezone),
+        "practice_id": snapshot.practice_id,
+        "month": month_of(now, snapshot.timezone),
         "credit_micros": offer.credit_micros,
         "charge_amount": offer.amount,
         "currency": offer.currency,

@@ -120,6 +120,11 @@ def put_settings(
 def get_settings(connection: Connection, practice_id: str) -> TopupSettings:
     """The practice's settings, or the defaults (off) when it never configured any."""
     get_practice(connection, practice_id)
+    return read_settings(connection, practice_id)
+
+
+def read_settings(connection: Connection, practice_id: str) -> TopupSettings:
+    """`get_settings` of a practice the caller already knows exists."""
     by_practice = settings_table.c.practice_id == practice_id
     row = connection.execute(select(settings_table).where(by_practice)).first()
     return TopupSettings(practice_id) if row is None else _settings(row)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import stripe
 
 from aibudget.config import Settings
+from aibudget.credit.autotopup import TopupAttempt
 from aibudget.errors import PaymentProviderUnavailable, PaymentsOff
 from aibudget.money import to_decimal
 from aibudget.payments.packages import Offer
@@ -70,7 +71,7 @@ class StripeGateway:
             return None
         return cls(settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base)
 
-    def charge(self, *, attempt_id: str, practice_id: str, customer_id: str | None, offer: Offer) -> Charge:
+    def charge(self, attempt: TopupAttempt, *, customer_id: str | None) -> Charge:
         """Charge the customer's saved card off-session for a top-up attempt (see module doc)."""
         if customer_id is None:
             return Charge("failed", failure_code=NO_PAYMENT_METHOD)
@@ -84,16 +85,20 @@ class StripeGateway:
                 payment_method = payment_method.id
             intent = self._client.v1.payment_intents.create(
                 params={
-                    "amount": offer.amount,
-                    "currency": offer.currency,
+                    "amount": attempt.charge_amount,
+                    "currency": attempt.currency,
                     "customer": customer_id,
                     "payment_method": payment_method,
                     "off_session": True,
                     "confirm": True,
-                    "description": f"AI credit {usd_text(offer.credit_micros)} USD (automatic top-up)",
-                    "metadata": _metadata(practice_id, offer, attempt_id=attempt_id),
+                    "description": f"AI credit {usd_text(attempt.credit_micros)} USD (automatic top-up)",
+                    "metadata": {
+                        PRACTICE: attempt.practice_id,
+                        CREDIT: str(attempt.credit_micros),
+                        ATTEMPT: attempt.attempt_id,
+                    },
                 },
-                options={"idempotency_key": f"aibudget-topup-{attempt_id}"},
+                options={"idempotency_key": f"aibudget-topup-{attempt.attempt_id}"},
             )
         except stripe.CardError as exc:
             intent_id = _failed_intent_id(exc)
@@ -164,13 +169,8 @@ def require(gateway: StripeGateway | None) -> StripeGateway:
     return gateway
 
 
-def _metadata(practice_id: str, offer: Offer, *, attempt_id: str | None = None) -> dict[str, str]:
-    metadata = {PRACTICE: practice_id, CREDIT: str(offer.credit_micros)}
-    if offer.package_id:
-        metadata[PACKAGE] = offer.package_id
-    if attempt_id is not None:
-        metadata[ATTEMPT] = attempt_id
-    return metadata
+def _metadata(practice_id: str, offer: Offer) -> dict[str, str]:
+    return {PRACTICE: practice_id, CREDIT: str(offer.credit_micros), PACKAGE: offer.package_id}
 
 
 def _failed_intent_id(exc: stripe.CardError) -> str | None:

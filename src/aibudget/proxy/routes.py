@@ -140,6 +140,18 @@ def _upstream(request: Request) -> Upstream:
     return upstream
 
 
+def _reported_usage(response: httpx.Response) -> dict[str, Any] | None:
+    """The `usage` object of a JSON answer; None for other answers (plain-text transcripts)."""
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    reported = answer.get("usage") if isinstance(answer, dict) else None
+    return reported if isinstance(reported, dict) else None
+
+
 def _passthrough(response: httpx.Response) -> Response:
     media = response.headers.get("content-type", "application/json")
     return Response(content=response.content, status_code=response.status_code, media_type=media)
@@ -173,12 +185,8 @@ async def _plain(
     response = await _forward(call, lambda: upstream.client.post(path, json=body, headers=headers))
     if not isinstance(response, httpx.Response):
         return response
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = {}
-    reported = answer.get("usage") if isinstance(answer, dict) else None
-    if isinstance(reported, dict):
+    reported = _reported_usage(response)
+    if reported is not None:
         await call.settle(read(reported))
     else:  # a success without usage: charge the bound rather than nothing
         log.warning("upstream answered %s without usage; charged by estimate", path)
@@ -306,16 +314,7 @@ async def transcriptions(
     )
     if not isinstance(response, httpx.Response):
         return response
-    reported = None
-    if response.headers.get("content-type", "").startswith("application/json"):
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        reported = answer.get("usage") if isinstance(answer, dict) else None
-    await call.settle(
-        usage.transcription_usage(reported if isinstance(reported, dict) else None, Decimal(duration.seconds))
-    )
+    await call.settle(usage.transcription_usage(_reported_usage(response), Decimal(duration.seconds)))
     return _passthrough(response)
 
 
