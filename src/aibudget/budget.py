@@ -28,7 +28,9 @@ from sqlalchemy import Connection, Engine
 from aibudget.accounts import service as accounts
 from aibudget.accounts.service import Device, Period, Plan, Practice, Rules, Subscription
 from aibudget.auth import service as auth
+from aibudget.auth import sessions
 from aibudget.auth.service import ApiKey, Principal
+from aibudget.auth.sessions import AdminSession
 from aibudget.config import Settings
 from aibudget.credit import autotopup, topup
 from aibudget.credit import repository as credit_repository
@@ -36,6 +38,8 @@ from aibudget.credit import service as credit
 from aibudget.credit.autotopup import TopupAttempt
 from aibudget.credit.service import CreditGrant
 from aibudget.credit.topup import TopupSettings
+from aibudget.dashboard import data
+from aibudget.dashboard.data import BurnDown, OverviewPage
 from aibudget.errors import BudgetExceeded, InvalidInput, PaymentsOff
 from aibudget.ledger import alerts, reports, retention
 from aibudget.ledger import service as ledger
@@ -482,15 +486,56 @@ class Budget:
         until: date | datetime | None = None,
         group_by: str | None = None,
         limit: int = reports.DEFAULT_LIMIT,
+        status: str | None = None,
+        model: str | None = None,
+        operation: str | None = None,
     ) -> UsageReport:
         """The practice's events in `[since, until)`, newest first (at most `limit`), or their totals
         per `group_by` (`day` in the practice's timezone, `model`, `operation`); dates are midnight
-        in the practice's timezone. Render with `aibudget.views.report`."""
+        in the practice's timezone. `status` (success, error, blocked, voided, expired), `model` and
+        `operation` keep only the events equal to them. Render with `aibudget.views.report`."""
         return self._read(
             lambda connection: reports.usage_report(
-                connection, practice_id, since=since, until=until, group_by=group_by, limit=limit
+                connection,
+                practice_id,
+                since=since,
+                until=until,
+                group_by=group_by,
+                limit=limit,
+                status=status,
+                model=model,
+                operation=operation,
             )
         )
+
+    # the operator dashboard
+
+    def overview(
+        self,
+        *,
+        query: str = "",
+        sort: str = "practice_id",
+        descending: bool = False,
+        page: int = 1,
+        per_page: int = 25,
+    ) -> OverviewPage:
+        """One page of all practices whose id or name contains `query` (ignoring case), with their
+        budget now, sorted by `sort` (`practice_id`, `name`, `plan`, `available_percent`, `spend`;
+        ties by practice id). Costs O(practices) per call: see `aibudget.dashboard.data`."""
+        return data.overview(
+            read=self._read, snapshot=self.snapshot, now=self.clock(), rules=self.rules, query=query,
+            sort=sort, descending=descending, page=page, per_page=per_page,
+        )  # fmt: skip
+
+    def burn_down(self, practice_id: str) -> BurnDown:
+        """The practice's current period day by day (in its timezone) up to today: spent per pot and
+        the included budget left at each day's end."""
+        snapshot = self.snapshot(practice_id)
+        return self._read(lambda connection: data.burn_down(connection, snapshot, now=self.clock()))
+
+    def devices(self, practice_id: str) -> list[Device]:
+        """The practice's devices, the most recently bound first."""
+        return self._read(lambda connection: data.devices(connection, practice_id))
 
     # payments
 
@@ -536,6 +581,11 @@ class Budget:
     def resume_auto_topup(self, practice_id: str) -> TopupSettings:
         """Lift a pause of automatic top-up (after a declined card or a needed authentication)."""
         return self._write(lambda connection: autotopup.resume(connection, practice_id))
+
+    def pause_auto_topup(self, practice_id: str) -> TopupSettings:
+        """Stop automatic top-up charging the practice's card until `resume_auto_topup`; its calls are
+        then refused as with any pause (`auto_topup_paused`) once the money runs out."""
+        return self._write(lambda connection: topup.pause(connection, practice_id, now=self.clock()))
 
     def topup_attempts(self, practice_id: str, *, limit: int = 100) -> list[TopupAttempt]:
         """The practice's automatic top-ups, newest first."""
@@ -616,6 +666,25 @@ class Budget:
 
     def revoke_key(self, key_id: str) -> ApiKey:
         return self._write(lambda connection: auth.revoke_key(connection, key_id, now=self.clock()))
+
+    # dashboard sessions
+
+    def sign_in(self, admin_key: str) -> AdminSession:
+        """A dashboard session for an admin key (`Unauthorized` for any other key); the key is not kept."""
+        principal = self.authenticate(admin_key)
+        return self._write(lambda connection: sessions.open_session(connection, principal, now=self.clock()))
+
+    def dashboard_session(self, token: str | None) -> AdminSession | None:
+        """The live session behind a cookie's token; None when unknown, expired, signed out or revoked."""
+        env_admin_set = self.settings.admin_key is not None
+        return self._read(
+            lambda connection: sessions.find_session(
+                connection, token, now=self.clock(), env_admin_set=env_admin_set
+            )
+        )
+
+    def sign_out(self, token: str) -> None:
+        self._write(lambda connection: sessions.close_session(connection, token))
 
     def verify(self) -> list[Discrepancy]:
         """Every difference between cached balances and the ledger; empty when the books balance."""

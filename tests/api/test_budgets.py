@@ -334,6 +334,22 @@ def test_a_bad_usage_query_names_the_parameter(server: Server, params: dict[str,
         assert_problem(admin.get(f"/v1/practices/{practice_id}/usage", params=params), 422, field)
 
 
+def test_usage_is_filtered_by_status_model_and_operation(server: Server, traffic: dict[str, Any]) -> None:
+    path = f"/v1/practices/{traffic['practice_id']}/usage"
+    with server.client(key(server, "service")) as backend:
+        failed = backend.get(path, params={"status": "error"}).json()
+        by_model = {"operation": "letter", "model": MODEL, "group_by": "model"}
+        letters = backend.get(path, params=by_model).json()
+        as_csv = backend.get(path, params={"model": "whisper-1", "format": "csv"})
+        refused = backend.get(path, params={"status": "refused"})
+
+    assert (failed["status"], [row["error_code"] for row in failed["rows"]]) == ("error", ["upstream_500"])
+    assert [(row["model"], row["calls"], row["blocked"]) for row in letters["rows"]] == [(MODEL, 4, 1)]
+    [transcription] = csv.DictReader(io.StringIO(as_csv.text))
+    assert transcription["event_id"] == str(traffic["transcription"]["event_id"])
+    assert_problem(refused, 422, "status")
+
+
 # grants
 
 

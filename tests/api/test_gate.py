@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from aibudget import Budget
+from aibudget.views.texts import format_date, text
 from tests.api.conftest import Server
 
 PROBLEM_JSON = "application/problem+json"
@@ -200,6 +202,26 @@ def test_exhausted_practice_is_refused_with_402_and_the_refusal_payload(
     assert body["request_id"] == "refused-1"
     assert problem(authorize(service, practice, "refused-1"), 402, "AI_BUDGET_EXCEEDED") == body
     assert books.snapshot(practice) == snapshot
+
+
+def test_the_402_speaks_the_language_the_request_asks_for(service: httpx.Client, books: Budget) -> None:
+    practice = open_practice(books, included_usd="0.001")  # a de-CH practice
+    assert settle(service, practice, "big-call", usage={"input_tokens": 100_000}).status_code == 201
+    german = problem(authorize(service, practice, "refused-de"), 402, "AI_BUDGET_EXCEEDED")
+    renews = date.fromisoformat(german["renewal_date"])
+
+    def refused_in(request_id: str, accept_language: str) -> dict[str, Any]:
+        body = {**LETTER, "request_id": request_id, "practice_id": practice}
+        answer = service.post("/v1/authorizations", json=body, headers={"Accept-Language": accept_language})
+        return problem(answer, 402, "AI_BUDGET_EXCEEDED")
+
+    french, klingon = refused_in("refused-fr", "fr-CH, de;q=0.5"), refused_in("refused-tlh", "tlh")
+
+    msgid = "Refusal: allowance used up, renews on {renewal_date}"
+    assert german["message_user"] == text(msgid, "de-CH", renewal_date=format_date(renews, "de-CH"))
+    assert french["message_user"] == text(msgid, "fr-CH", renewal_date=format_date(renews, "fr-CH"))
+    assert klingon["message_user"] == text(msgid, "de-CH", renewal_date=format_date(renews, "de-CH"))
+    assert french["reason"] == german["reason"] == "included_exhausted_no_credit"
 
 
 def test_practice_without_subscription_is_refused_with_its_reason(

@@ -1,13 +1,17 @@
 """Budget notifications (SPEC §6): thresholds of the included budget once per period, exhaustion once
-per period and credit grant, written with the settle or refusal that causes them."""
+per period and credit grant, written with the settle or refusal that causes them, each telling the
+practice what happened in its own language."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from aibudget import Budget, BudgetExceeded
+from aibudget.ledger import alerts
+from aibudget.ledger.waterfall import Allocation
 from tests.conftest import FakeClock
 
 START, END, NEXT_END = 1793491200, 1796083200, 1798761600  # November and December 2026, UTC
@@ -35,16 +39,30 @@ def test_each_threshold_notifies_once_when_crossed(budget: Budget, practice: str
     assert sent(budget, "budget.threshold_crossed") == []
     spend(budget, "b", 35)  # 85 % consumed
     spend(budget, "c", 5)  # 90 %: 80 % was crossed already
-    crossed = sent(budget, "budget.threshold_crossed")
-    assert [data["threshold_percent"] for data in crossed] == [80]
-    assert (crossed[0]["included_remaining_usd"], crossed[0]["period_start"]) == ("0.150000", START)
+    [crossed] = sent(budget, "budget.threshold_crossed")
+    assert crossed == {
+        "threshold_percent": 80, "subscription_id": "sub_1", "period_start": START, "period_end": END,
+        "included_usd": "1.000000", "included_remaining_usd": "0.150000",
+        "extra_credit_remaining_usd": "0.000000",
+        "locale": "de-CH", "title": "KI-Kontingent: 80 % verbraucht",
+        "message_user": "Ihre Praxis hat 80 % des KI-Kontingents dieser Periode verbraucht. "
+                        "Das Kontingent wird am 01.12.2026 erneuert.",
+    }  # fmt: skip
     assert sent(budget, "budget.exhausted") == []
 
     spend(budget, "d", 10)  # every micro-USD used: 100 %, and nothing else left
     spend(budget, "e", 1)  # overage; nothing new
     assert sorted(data["threshold_percent"] for data in sent(budget, "budget.threshold_crossed")) == [80, 100]
     [exhausted] = sent(budget, "budget.exhausted")
-    assert exhausted["reason"] == "included_exhausted_no_credit"
+    assert exhausted == {
+        "reason": "included_exhausted_no_credit", "subscription_id": "sub_1", "period_start": START,
+        "period_end": END, "included_usd": "1.000000", "included_remaining_usd": "0.000000",
+        "extra_credit_remaining_usd": "0.000000",
+        "locale": "de-CH", "title": "KI-Kontingent aufgebraucht",
+        "message_user": "Das KI-Kontingent für diese Periode ist aufgebraucht. Es wird am 01.12.2026 "
+                        "erneuert. Wenn Sie KI-Funktionen schon vorher benötigen, können Sie in den "
+                        "Abrechnungseinstellungen Zusatzguthaben kaufen.",
+    }  # fmt: skip
 
 
 def test_exhaustion_notifies_again_after_new_credit_runs_out(budget: Budget, practice: str) -> None:
@@ -74,3 +92,97 @@ def test_a_replayed_settle_notifies_nothing_new(budget: Budget, practice: str) -
     before = budget.notifications(practice_id="p1")
     spend(budget, "a", 100)
     assert budget.notifications(practice_id="p1") == before
+
+
+@pytest.mark.parametrize(
+    ("locale", "timezone", "title", "message"),
+    [
+        ("de-CH", "Europe/Zurich", "KI-Kontingent: 80 % verbraucht",
+         "Ihre Praxis hat 80 % des KI-Kontingents dieser Periode verbraucht. "
+         "Das Kontingent wird am 01.12.2026 erneuert."),
+        ("fr-CH", "Europe/Zurich", "Contingent IA : 80 % utilisé",
+         "Votre cabinet a utilisé 80 % de son contingent IA pour cette période. "
+         "Le contingent sera renouvelé le 1 déc. 2026."),
+        ("it-CH", "Europe/Zurich", "Contingente IA: 80 % utilizzato",
+         "Utilizzo del contingente IA di questo periodo: 80 %. "
+         "Il contingente verrà rinnovato il 1 dic 2026."),
+        # the period ends at midnight UTC, which is still November 30 in New York
+        ("en", "America/New_York", "80% of your AI allowance used",
+         "Your practice has used 80% of its AI allowance for this period. "
+         "The allowance renews on Nov 30, 2026."),
+    ],
+)  # fmt: skip
+def test_a_threshold_is_told_in_the_practices_language_with_the_renewal_date_of_its_timezone(
+    budget: Budget, practice: str, locale: str, timezone: str, title: str, message: str
+) -> None:
+    budget.put_practice("p1", locale=locale, timezone=timezone)
+    spend(budget, "a", 85)
+
+    [crossed] = sent(budget, "budget.threshold_crossed")
+
+    assert (crossed["locale"], crossed["title"], crossed["message_user"]) == (locale, title, message)
+
+
+def test_exhaustion_is_told_in_english_to_an_english_practice(budget: Budget, practice: str) -> None:
+    budget.put_practice("p1", locale="en-GB", timezone="Europe/London")
+    spend(budget, "a", 100)
+
+    [exhausted] = sent(budget, "budget.exhausted")
+
+    assert (exhausted["locale"], exhausted["title"], exhausted["message_user"]) == (
+        "en-GB",
+        "AI allowance used up",
+        "The AI allowance for this period has been used up. It renews on 1 Dec 2026. If you need AI "
+        "features before then, extra credit can be purchased in the billing settings.",
+    )
+
+
+def test_without_a_known_period_end_the_texts_name_no_date(budget: Budget, practice: str) -> None:
+    # a settle that used the whole included budget, with the period's end unknown
+    undated = replace(budget.snapshot("p1"), period_end=None, included_remaining_micros=0)
+
+    budget._write(
+        lambda connection: alerts.after_settle(
+            connection, undated, [Allocation("included", 1_000_000)], thresholds=[80], now=budget.clock()
+        )
+    )
+
+    [crossed] = sent(budget, "budget.threshold_crossed")
+    [exhausted] = sent(budget, "budget.exhausted")
+    assert crossed["message_user"] == (
+        "Ihre Praxis hat 80 % des KI-Kontingents dieser Periode verbraucht. "
+        "Das Kontingent wird zu Beginn der nächsten Abrechnungsperiode erneuert."
+    )
+    assert exhausted["message_user"] == (
+        "Das KI-Kontingent für diese Periode ist aufgebraucht. Es wird zu Beginn der nächsten "
+        "Abrechnungsperiode erneuert. Wenn Sie KI-Funktionen schon vorher benötigen, können Sie in den "
+        "Abrechnungseinstellungen Zusatzguthaben kaufen."
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("auto_topup_paused",
+         "Das KI-Kontingent ist aufgebraucht und die automatische Aufladung ist pausiert. Bitte prüfen Sie "
+         "das Zahlungsmittel in den Abrechnungseinstellungen, kaufen Sie Zusatzguthaben oder warten Sie bis "
+         "zur Erneuerung am 01.12.2026."),
+        ("auto_topup_monthly_limit",
+         "Das KI-Kontingent ist aufgebraucht und die automatische Aufladung hat ihr monatliches Limit "
+         "erreicht. Sie können in den Abrechnungseinstellungen das Limit erhöhen oder Zusatzguthaben kaufen "
+         "oder bis zur Erneuerung am 01.12.2026 warten."),
+    ],
+)  # fmt: skip
+def test_exhaustion_when_top_up_cannot_help_says_why_as_the_refusal_does(
+    budget: Budget, practice: str, reason: str, message: str
+) -> None:
+    snapshot = budget.snapshot("p1")
+
+    budget._write(
+        lambda connection: alerts.exhausted(connection, snapshot, reason=reason, now=budget.clock())
+    )
+
+    [exhausted] = sent(budget, "budget.exhausted")
+    assert (exhausted["reason"], exhausted["title"], exhausted["message_user"]) == (
+        reason, "KI-Kontingent aufgebraucht", message
+    )  # fmt: skip

@@ -194,6 +194,37 @@ def test_a_notification_reaches_the_receiver_signed_and_is_logged_delivered(
     assert len(receiver.received) == 1
 
 
+@pytest.mark.parametrize(
+    ("locale", "timezone", "title", "message"),
+    [
+        ("de-CH", "Europe/Zurich", "KI-Kontingent aufgebraucht",
+         "Das KI-Kontingent für diese Periode ist aufgebraucht. Es wird am 01.12.2026 erneuert. Wenn Sie "
+         "KI-Funktionen schon vorher benötigen, können Sie in den Abrechnungseinstellungen Zusatzguthaben "
+         "kaufen."),
+        ("en", "America/New_York", "AI allowance used up",
+         "The AI allowance for this period has been used up. It renews on Nov 30, 2026. If you need AI "
+         "features before then, extra credit can be purchased in the billing settings."),
+    ],
+)  # fmt: skip
+def test_the_receiver_gets_the_customer_texts_in_the_practices_language_as_utf8(
+    notifying: Budget, receiver: Receiver, locale: str, timezone: str, title: str, message: str
+) -> None:
+    notifying.put_practice("p1", locale=locale, timezone=timezone)
+    notifying.put_plan("basic", included_usd="1")
+    notifying.put_subscription("sub_1", practice_id="p1", plan="basic", status="active",
+                               current_period_start=1793491200, current_period_end=1796083200)  # fmt: skip
+    notifying.settle(request_id="a", practice_id="p1", model="gpt-4o", input_tokens=400_000)  # all 1 USD
+
+    assert notifying.deliver_notifications() == 3  # 80 %, 100 %, exhausted
+
+    [request] = [r for r in receiver.received if r.headers["AIBudget-Event"] == "budget.exhausted"]
+    data = request.json()["data"]
+    assert (data["locale"], data["title"], data["message_user"]) == (locale, title, message)
+    assert message.encode() in request.body  # UTF-8 as is, not \u escapes
+    signature = request.headers["AIBudget-Signature"]
+    assert stripe.WebhookSignature.verify_header(request.body.decode(), signature, SECRET, tolerance=300)
+
+
 def test_a_receiver_failing_twice_gets_the_third_attempt_after_the_backoff(
     notifying: Budget, receiver: Receiver, clock: FakeClock
 ) -> None:

@@ -479,3 +479,23 @@ def test_a_redelivered_purchase_does_not_lift_a_later_pause(server: Server, fake
 
     assert auto_topup(server, practice_id)["paused_reason"] == "card_declined"
     assert len(grants(server, practice_id)) == 1
+
+
+def test_a_purchase_does_not_lift_an_operators_pause(server: Server, fake: FakeStripe) -> None:
+    """The operator paused top-up on purpose: a customer's purchase adds credit but only an explicit
+    resume charges the card automatically again."""
+    practice_id, _ = customer_practice(server, fake)
+    with server.admin() as admin:
+        assert admin.put(f"/v1/practices/{practice_id}/auto-topup", json=TOPUP).status_code == 200
+    with server.budget() as budget:
+        budget.pause_auto_topup(practice_id)
+    session_id = checkout(server, practice_id).json()["session_id"]
+
+    assert_received(deliver(server, completed(fake, session_id, f"pi_{uuid.uuid4().hex}")), "applied")
+
+    assert [grant["source"] for grant in grants(server, practice_id)] == ["purchase"]
+    assert auto_topup(server, practice_id)["paused_reason"] == "paused_by_operator"
+    with server.admin() as admin:
+        resumed = admin.post(f"/v1/practices/{practice_id}/auto-topup/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["paused_reason"] is None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aibudget import Budget, BudgetExceeded
+from aibudget import Budget, BudgetExceeded, Settings
 from tests.conftest import Aibudget, FakeClock
 from tests.fake_stripe import DECLINED, FakeStripe
 from tests.payments.conftest import CUSTOMER, PERIOD_END, PERIOD_START, PRACTICE, spend, stripe_settings
@@ -90,3 +90,26 @@ def test_an_unknown_practice_exits_2(aibudget: Aibudget, declined: Budget) -> No
     run = aibudget("topup", "resume", "nobody")
     assert run.code == 2
     assert "PRACTICE" in run.message
+
+
+def test_topup_pause_stops_charging_until_resume(aibudget: Aibudget, workdir: Path) -> None:
+    data_dir = workdir / "var"
+    url = f"sqlite:///{data_dir / 'aibudget.sqlite3'}"
+    with Budget.open(url, settings=Settings.load(data_dir=data_dir)) as budget:
+        budget.put_practice(PRACTICE)
+        budget.put_auto_topup(PRACTICE, enabled=True, threshold_usd="2", package_usd="25",
+                              monthly_max_count=2, monthly_max_usd="50")  # fmt: skip
+    assert "Example: aibudget topup pause" in aibudget("topup", "pause", "--help").stdout
+
+    paused = aibudget("topup", "pause", PRACTICE, "--json")
+    assert paused.code == 0, paused.stderr
+    settings = json.loads(paused.stdout)
+    assert (settings["enabled"], settings["paused_reason"]) == (True, "paused_by_operator")
+    assert settings["paused_at"] is not None
+    assert "paused_by_operator" in aibudget("topup", "show", PRACTICE).stdout
+
+    resumed = aibudget("topup", "resume", PRACTICE, "--json")
+    assert json.loads(resumed.stdout)["paused_reason"] is None
+    unknown = aibudget("topup", "pause", "nobody")
+    assert unknown.code == 2
+    assert "PRACTICE" in unknown.message

@@ -1,6 +1,7 @@
 """Automatic top-up (SPEC §6, G5) through the real `stripe` package against a local fake of Stripe:
 triggered by a settle or a would-be refusal, single-flight, capped per month, paused on a declined
-card, credited once per payment whichever confirmation arrives first, retried with the same key."""
+card, credited once per payment whichever confirmation arrives first, retried with the same key; the
+practice is told each outcome in its own language."""
 
 from __future__ import annotations
 
@@ -53,8 +54,14 @@ def test_a_settle_under_the_threshold_buys_the_package_in_the_practices_currency
         intent["id"],
     )
     assert paying.snapshot(PRACTICE).available_usd == Decimal("25.400000")
-    kinds = [n.event_type for n in paying.notifications(practice_id=PRACTICE)]
-    assert kinds.count("topup.succeeded") == 1
+    [succeeded] = [n for n in paying.notifications(practice_id=PRACTICE) if n.event_type == "topup.succeeded"]
+    assert succeeded.payload["data"] == {
+        "attempt_id": attempt.attempt_id, "payment_intent_id": intent["id"], "credit_usd": "25.000000",
+        "charge_amount": 2450, "currency": "chf", "grant_id": grant.grant_id,
+        "locale": "de-CH", "title": "KI-Guthaben von $\xa025.00 aufgeladen",
+        "message_user": "Die automatische Aufladung hat Ihrer Praxis $\xa025.00 KI-Guthaben gutgeschrieben. "
+                        "Das hinterlegte Zahlungsmittel wurde mit CHF\xa024.50 belastet.",
+    }  # fmt: skip
     assert paying.verify() == []
 
 
@@ -75,14 +82,21 @@ def test_a_call_that_would_be_refused_is_topped_up_first_and_then_allowed(
 
 
 @pytest.mark.parametrize(
-    ("card", "code"),
+    ("card", "code", "message"),
     [
-        ("pm_card_chargeDeclined", "card_declined"),
-        ("pm_card_authenticationRequired", "authentication_required"),
+        ("pm_card_chargeDeclined", "card_declined",
+         "Die Zahlung von CHF\xa024.50 für die automatische Aufladung von $\xa025.00 KI-Guthaben wurde "
+         "abgelehnt. Die automatische Aufladung ist pausiert, bis die Zahlungsangaben in den "
+         "Abrechnungseinstellungen aktualisiert sind."),
+        ("pm_card_authenticationRequired", "authentication_required",
+         "Die Bank verlangt für die Zahlung von CHF\xa024.50 für die automatische Aufladung von "
+         "$\xa025.00 KI-Guthaben eine Bestätigung, daher wurde sie nicht ausgeführt. Die automatische "
+         "Aufladung ist pausiert, bis die Zahlungsangaben in den Abrechnungseinstellungen "
+         "aktualisiert sind."),
     ],
-)
+)  # fmt: skip
 def test_a_declined_charge_pauses_notifies_once_and_never_retries_until_resumed(
-    paying: Budget, fake_stripe: FakeStripe, clock: FakeClock, card: str, code: str
+    paying: Budget, fake_stripe: FakeStripe, clock: FakeClock, card: str, code: str, message: str
 ) -> None:
     fake_stripe.add_customer(CUSTOMER, payment_method=card)
     exhaust_without_topup(paying, "letter-1")
@@ -98,7 +112,13 @@ def test_a_declined_charge_pauses_notifies_once_and_never_retries_until_resumed(
     assert settings.paused_reason == code
     assert settings.paused_at is not None
     [failed] = [n for n in paying.notifications(practice_id=PRACTICE) if n.event_type == "topup.failed"]
-    assert failed.payload["data"]["failure_code"] == code
+    [declined] = paying.topup_attempts(PRACTICE)
+    assert failed.payload["data"] == {
+        "attempt_id": declined.attempt_id, "payment_intent_id": declined.payment_intent_id,
+        "failure_code": code, "credit_usd": "25.000000", "charge_amount": 2450, "currency": "chf",
+        "paused": True, "locale": "de-CH", "title": "Automatische Aufladung pausiert",
+        "message_user": message,
+    }  # fmt: skip
 
     fake_stripe.add_customer(CUSTOMER, payment_method="pm_card_visa")  # the customer fixed the card
     clock.advance(hours=2)
@@ -107,6 +127,68 @@ def test_a_declined_charge_pauses_notifies_once_and_never_retries_until_resumed(
                             model="gpt-4o", input_tokens=1000)  # fmt: skip
     assert held.status == "active"
     assert [attempt.status for attempt in paying.topup_attempts(PRACTICE)] == ["succeeded", "failed"]
+
+
+def test_an_english_practice_is_told_each_outcome_in_english_with_its_own_currency(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    paying.put_practice(PRACTICE, locale="en-US", timezone="America/New_York")
+    spend(paying, "letter-1", 60)  # 0.40 left: a top-up of 25 USD, paid in USD
+    wait_until(lambda: topup_grants(paying))
+    fake_stripe.add_customer(CUSTOMER, payment_method="pm_card_chargeDeclined")
+    spend(paying, "letter-2", 2500)  # the next one is declined
+    wait_until(lambda: paying.auto_topup(PRACTICE).paused_reason)
+
+    told = {
+        n.event_type: (
+            n.payload["data"]["locale"],
+            n.payload["data"]["title"],
+            n.payload["data"]["message_user"],
+        )
+        for n in paying.notifications(practice_id=PRACTICE)
+        if n.event_type.startswith("topup.")
+    }
+    assert told == {
+        "topup.succeeded": (
+            "en-US",
+            "$25.00 of AI credit added",
+            "Automatic top-up has added $25.00 of AI credit for your practice. "
+            "The saved payment method was charged $25.00.",
+        ),
+        "topup.failed": (
+            "en-US",
+            "Automatic top-up paused",
+            "The payment of $25.00 for the automatic top-up of $25.00 of AI credit was declined. "
+            "Automatic top-up is paused until the payment details are updated in the billing settings.",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("locale", "message"),
+    [
+        ("fr-CH", "La recharge automatique de 25,00\xa0$US de crédit IA n'a pas pu être facturée, car aucun "
+                  "moyen de paiement n'est enregistré. La recharge automatique est suspendue jusqu'à l'ajout "
+                  "d'informations de paiement dans les paramètres de facturation."),
+        ("it-CH", "La ricarica automatica di USD\xa025.00 di credito IA non ha potuto essere addebitata "
+                  "perché non è registrato alcun metodo di pagamento. La ricarica automatica è sospesa "
+                  "finché non saranno inseriti i dati di pagamento nelle impostazioni di fatturazione."),
+    ],
+)  # fmt: skip
+def test_a_customer_without_a_saved_card_is_asked_to_add_one(
+    paying: Budget, fake_stripe: FakeStripe, locale: str, message: str
+) -> None:
+    paying.put_practice(PRACTICE, locale=locale)
+    fake_stripe.add_customer(CUSTOMER, payment_method=None)
+    exhaust_without_topup(paying, "letter-1")
+
+    with pytest.raises(BudgetExceeded):
+        paying.authorize(request_id="call", practice_id=PRACTICE, operation="letter", model="gpt-4o",
+                         input_tokens=1000)  # fmt: skip
+
+    [failed] = [n for n in paying.notifications(practice_id=PRACTICE) if n.event_type == "topup.failed"]
+    assert failed.payload["data"]["failure_code"] == "no_payment_method"
+    assert failed.payload["data"]["message_user"] == message
 
 
 def test_the_monthly_cap_is_never_exceeded_and_the_refusal_says_so(

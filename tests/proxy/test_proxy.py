@@ -11,6 +11,7 @@ import time
 import uuid
 import wave
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from aibudget import guard
 from aibudget.client import BudgetClient
 from aibudget.ledger.reports import UsageLine
 from aibudget.proxy.usage import prompt_chars
+from aibudget.views.texts import format_date, text
 from tests.api.conftest import Server, start_server, stop_server
 from tests.api.test_accounts import key
 from tests.databases import server_databases
@@ -281,6 +283,19 @@ def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
     assert body["reason"] == "included_exhausted_no_credit"
     assert body["message_user"]
     assert len(upstream.requests) == calls_before  # never forwarded
+
+
+def test_the_proxys_402_speaks_the_language_the_app_asks_for(server: Server, upstream: FakeOpenAI) -> None:
+    _practice_id, api_key = funded_practice(server, included_usd="0")
+    app = openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=api_key, max_retries=0,
+                        default_headers={"Accept-Language": "it-CH"})  # fmt: skip
+    with app, pytest.raises(openai.APIStatusError) as refused:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    body = refused.value.response.json()
+    renews = date.fromisoformat(body["renewal_date"])
+    italian = text("Refusal: allowance used up, renews on {renewal_date}", "it-CH",
+                   renewal_date=format_date(renews, "it-CH"))  # fmt: skip
+    assert body["message_user"] == body["error"]["message"] == italian
 
 
 def test_models_are_listed_from_the_upstream(server: Server, upstream: FakeOpenAI) -> None:

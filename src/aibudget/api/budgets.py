@@ -61,32 +61,6 @@ def grant_out(grant: CreditGrant) -> GrantOut:
     )
 
 
-def negotiate_locale(accept_language: str | None, default: str) -> str:
-    """The best tag of `Accept-Language` in one of the four languages, by weight; else `default`.
-
-    A tag Babel does not know (`fr-XY`) counts as its bare language (`fr`), never as English.
-    """
-    choices: list[tuple[float, int, str]] = []
-    for position, part in enumerate((accept_language or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        weight = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        language = tag.strip().split("-")[0].lower()
-        if language in texts.LANGUAGES and weight > 0:
-            choices.append((-weight, position, tag.strip()))
-    if not choices:
-        return default
-    tag = min(choices)[2]
-    language = tag.split("-")[0].lower()
-    return tag if texts.language_of(tag) == language else language
-
-
 @router.get("/budget", responses=problems(404))
 def client_budget(
     principal: Gatekeeper,
@@ -104,7 +78,7 @@ def client_budget(
         detail = "a service key reads the budget of a device: send X-Device-Id"
         raise InvalidInput(detail, field="X-Device-Id")
     practice = budget.resolve_practice(practice_id=practice_scope(principal, None), device_id=device_id)
-    locale = negotiate_locale(accept_language, practice.locale)
+    locale = texts.negotiate(accept_language, practice.locale)
     response.headers["Content-Language"] = locale
     response.headers["Vary"] = "Accept-Language"
     return budget.snapshot(practice.practice_id).client_view(locale=locale).as_json()
@@ -142,16 +116,26 @@ def usage(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="events only: newest first")] = DEFAULT_LIMIT,
     report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+    status: Annotated[
+        Literal["success", "error", "blocked", "voided", "expired"] | None,
+        Query(description="only events of this status"),
+    ] = None,
+    model: Annotated[str | None, Query(description="only calls of this model, as sent")] = None,
+    operation: Annotated[str | None, Query(description="only calls of this operation")] = None,
 ) -> Response:
     """The practice's usage in `[since, until)`: its ledger events, newest first, or their totals per
     day (in the practice's timezone), model or operation — calls, success/error/blocked counts, USD
-    cost and overage, tokens, audio seconds. Dates are midnight in the practice's timezone."""
+    cost and overage, tokens, audio seconds. Dates are midnight in the practice's timezone. `status`,
+    `model` and `operation` keep only the events equal to them."""
     usage_report = budget.usage_report(
         practice_id,
         since=None if since is None else parse_bound(since, field="since"),
         until=None if until is None else parse_bound(until, field="until"),
         group_by=group_by,
         limit=limit,
+        status=status,
+        model=model,
+        operation=operation,
     )
     if report_format == "csv":
         name = f"usage-{practice_id}-{group_by or 'events'}.csv".replace(":", "_")

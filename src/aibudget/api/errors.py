@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aibudget.errors import AibudgetError, BudgetExceeded
+from aibudget.views import refusal, texts
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)
@@ -70,10 +71,17 @@ def _field(location: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
-async def _aibudget_error(_request: Request, exc: Exception) -> JSONResponse:
+def refusal_payload(request: Request, exc: BudgetExceeded) -> dict[str, Any]:
+    """The 402 payload, its `message_user` in the language the request's `Accept-Language` prefers
+    among de, fr, it and en; without one of them, in the practice's language as recorded."""
+    locale = texts.negotiate(request.headers.get("accept-language"), "")
+    return refusal.in_language(exc.payload, locale) if locale else exc.payload
+
+
+async def _aibudget_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AibudgetError)
     if isinstance(exc, BudgetExceeded):
-        return problem(402, title=exc.title, detail=exc.detail, **exc.payload)
+        return problem(402, title=exc.title, detail=exc.detail, **refusal_payload(request, exc))
     extra: dict[str, Any] = {}
     if exc.field:  # the same shape as a validation error's, so clients read one kind of 422
         extra = {"field": exc.field, "errors": [{"field": exc.field, "message": exc.detail}]}

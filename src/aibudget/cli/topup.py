@@ -1,4 +1,4 @@
-"""`aibudget topup`: a practice's automatic top-up — settings, resuming after a pause, its attempts."""
+"""`aibudget topup`: a practice's automatic top-up — settings, pausing and resuming, its attempts."""
 
 from __future__ import annotations
 
@@ -64,9 +64,17 @@ def set_(
     emit(_settings(settings), as_json)
 
 
+@topup_app.command("pause", epilog="Example: aibudget topup pause praxis-muster")
+def pause(ctx: typer.Context, practice_id: Practice, as_json: AsJson = False) -> None:
+    """Pause PRACTICE's automatic top-up: its card is not charged again until `resume`."""
+    with open_budget(ctx, NAMES) as budget:
+        settings = budget.pause_auto_topup(practice_id)
+    emit(_settings(settings), as_json)
+
+
 @topup_app.command("resume", epilog="Example: aibudget topup resume praxis-muster")
 def resume(ctx: typer.Context, practice_id: Practice, as_json: AsJson = False) -> None:
-    """Resume PRACTICE's automatic top-up after a declined card or a needed authentication."""
+    """Resume PRACTICE's automatic top-up after a pause, a declined card or a needed authentication."""
     with open_budget(ctx, NAMES) as budget:
         settings = budget.resume_auto_topup(practice_id)
     emit(_settings(settings), as_json)

@@ -1,5 +1,6 @@
 """`aibudget usage report` and `prune`: a practice's ledger events or their totals per day, model or
-operation; removing old history without changing any balance."""
+operation, optionally of one status, model or operation; removing old history without changing any
+balance."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typer
 
 from aibudget.cli import app, emit_json, emit_table, fail_on, open_budget
 from aibudget.errors import InvalidInput
-from aibudget.ledger.reports import DEFAULT_LIMIT, MAX_LIMIT, parse_bound
+from aibudget.ledger.reports import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, parse_bound
 from aibudget.views import report as render
 
 usage_app = typer.Typer(help="Usage reports.", no_args_is_help=True)
@@ -45,7 +46,8 @@ def _parse(text: str | None, field: str) -> date | datetime | None:
 
 @usage_app.command(
     "report",
-    epilog="Example: aibudget usage report praxis-muster --since 2026-11-01 --group-by day --format csv",
+    epilog="Example: aibudget usage report praxis-muster --since 2026-11-01 --group-by day --format csv"
+    "\n\nExample: aibudget usage report praxis-muster --status error --model gpt-4o-mini",
 )
 def report(
     ctx: typer.Context,
@@ -59,13 +61,19 @@ def report(
         int, typer.Option(min=1, max=MAX_LIMIT, help="Most events shown, newest first.")
     ] = DEFAULT_LIMIT,
     output: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+    status: Annotated[
+        str | None, typer.Option(metavar="STATUS", help=f"Only events of this status: {', '.join(STATUSES)}.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Only calls of this model, as sent.")] = None,
+    operation: Annotated[str | None, typer.Option(help="Only calls of this operation.")] = None,
 ) -> None:
     """The events of PRACTICE in a range, newest first, or their totals per day, model or operation."""
     start, end = _parse(since, "since"), _parse(until, "until")
     with open_budget(ctx, {"practice_id": "PRACTICE"}) as budget:
         usage = budget.usage_report(
-            practice_id, since=start, until=end, group_by=group_by.value if group_by else None, limit=limit
-        )
+            practice_id, since=start, until=end, group_by=group_by.value if group_by else None, limit=limit,
+            status=status, model=model, operation=operation,
+        )  # fmt: skip
     if output is Format.json:
         emit_json(render.as_json(usage))
     elif output is Format.csv:

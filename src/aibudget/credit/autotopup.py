@@ -15,6 +15,10 @@ The life of an attempt:
   `fail`, in whichever order they arrive, as often as they arrive: the grant is unique on the payment
   id, a success is final (a late failure never undoes it), and a confirmed payment is always
   credited, even after its attempt was first reported failed.
+
+`topup.succeeded` and `topup.failed` carry, besides the figures, `locale`, `title` and
+`message_user` in the practice's language: what was credited and charged, or why top-up is paused
+and what the practice has to do.
 """
 
 from __future__ import annotations
@@ -26,18 +30,19 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Row, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, select, update
 
 from aibudget.accounts.service import get_practice
 from aibudget.credit import service as credit
 from aibudget.credit.service import CreditGrant
-from aibudget.credit.topup import TopupSettings, get_settings, read_settings
+from aibudget.credit.topup import OPERATOR_PAUSE, TopupSettings, get_settings, read_settings
 from aibudget.errors import NotFound
 from aibudget.money import format_usd, to_decimal
 from aibudget.notify import outbox
 from aibudget.payments.packages import Offer
 from aibudget.store import tables
 from aibudget.store.dialect import lock_practices
+from aibudget.views import texts
 from aibudget.views.snapshot import Snapshot
 
 attempts, settings_table = tables.topup_attempts, tables.auto_topup_settings
@@ -45,6 +50,14 @@ PAUSED, MONTHLY_LIMIT = "auto_topup_paused", "auto_topup_monthly_limit"
 COUNTED = ("pending", "succeeded")  # what the monthly caps count
 # a pending attempt this old never got its answer (a crash, a timeout): charge it again, same key
 RECHARGE_AFTER = timedelta(seconds=60)
+# what `topup.failed` tells the practice, by the card's failure code; any other code is a decline
+_FAILURE_MESSAGES = {
+    "authentication_required": texts.N_(
+        "Notification: top-up of {amount} for {charge} needs authentication, paused"
+    ),
+    "no_payment_method": texts.N_("Notification: top-up of {amount} without a payment method, paused"),
+}
+_DECLINED = texts.N_("Notification: top-up of {amount} for {charge} declined, paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +215,24 @@ def _release_flight(connection: Connection, attempt: TopupAttempt, values: dict[
     )
 
 
+def _outcome_texts(connection: Connection, attempt: TopupAttempt, failure_code: str | None) -> dict[str, str]:
+    """`locale`, `title` and `message_user` of the notification of `attempt`'s outcome."""
+    locale = get_practice(connection, attempt.practice_id).locale
+    amounts = {
+        "amount": texts.format_usd_amount(attempt.credit_micros, locale),
+        "charge": texts.format_money(attempt.charge_amount, attempt.currency, locale),
+    }
+    if failure_code is None:
+        title = texts.text("Notification title: {amount} of credit added", locale, **amounts)
+        message = texts.text(
+            "Notification: top-up of {amount} succeeded, {charge} charged", locale, **amounts
+        )
+    else:
+        title = texts.text("Notification title: automatic top-up paused", locale)
+        message = texts.text(_FAILURE_MESSAGES.get(failure_code, _DECLINED), locale, **amounts)
+    return {"locale": locale, "title": title, "message_user": message}
+
+
 def succeed(connection: Connection, attempt_id: str, payment_intent_id: str, *, now: datetime) -> CreditGrant:
     """The payment of `attempt_id` is confirmed: credit it once, close the attempt, lift any pause."""
     attempt = get_attempt(connection, attempt_id)
@@ -240,7 +271,8 @@ def succeed(connection: Connection, attempt_id: str, payment_intent_id: str, *, 
                 "charge_amount": attempt.charge_amount,
                 "currency": attempt.currency,
                 "grant_id": grant.grant_id,
-            },
+            }
+            | _outcome_texts(connection, attempt, None),
             dedupe_key=f"topup.succeeded:{attempt_id}",
             now=now,
         )
@@ -280,18 +312,23 @@ def fail(
                 "charge_amount": attempt.charge_amount,
                 "currency": attempt.currency,
                 "paused": True,
-            },
+            }
+            | _outcome_texts(connection, attempt, failure_code),
             dedupe_key=f"topup.failed:{attempt_id}",
             now=now,
         )
     return get_attempt(connection, attempt_id)
 
 
-def lift_pause(connection: Connection, practice_id: str) -> None:
-    """End a pause: an explicit resume, or a successful purchase proving the card works again."""
+def lift_pause(connection: Connection, practice_id: str, *, explicit: bool = False) -> None:
+    """End a pause: a successful purchase proves the card works again and ends a payment pause; only
+    an explicit resume (`explicit`: the API's or CLI's resume) ends the pause an operator set."""
+    pauses: ColumnElement[bool] = settings_table.c.paused_reason.is_not(None)
+    if not explicit:
+        pauses = and_(pauses, settings_table.c.paused_reason != OPERATOR_PAUSE)
     connection.execute(
         update(settings_table)
-        .where(settings_table.c.practice_id == practice_id, settings_table.c.paused_reason.is_not(None))
+        .where(settings_table.c.practice_id == practice_id, pauses)
         .values(paused_reason=None, paused_at=None)
     )
 
@@ -300,7 +337,7 @@ def resume(connection: Connection, practice_id: str) -> TopupSettings:
     """Resume automatic top-up after a pause (the API's and CLI's explicit act)."""
     get_practice(connection, practice_id)
     lock_practices(connection, [practice_id])
-    lift_pause(connection, practice_id)
+    lift_pause(connection, practice_id, explicit=True)
     return get_settings(connection, practice_id)
 
 

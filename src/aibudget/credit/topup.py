@@ -6,8 +6,9 @@ one, which the database checks too), the package bought per top-up, and the mont
 top-ups and how many USD per calendar month in the practice's timezone).
 
 Charging lives in `credit.autotopup`. It sets `paused_reason` when a charge is declined or needs
-the customer; saving the settings never clears it, because resuming after a decline must be an
-explicit act (or a successful purchase), not a side effect of editing a threshold.
+the customer, and the operator may pause too (`pause`); saving the settings never clears it, because
+resuming after a pause must be an explicit act (or a successful purchase), not a side effect of
+editing a threshold.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from aibudget.accounts.service import get_practice
 from aibudget.errors import InvalidInput
 from aibudget.money import MICROS_PER_USD, parse_usd, to_decimal
 from aibudget.store import tables
-from aibudget.store.dialect import insert_if_absent
+from aibudget.store.dialect import insert_if_absent, lock_practices
 
 MAX_USD = 1_000_000  # per top-up, threshold or monthly cap: far above any real package
 MAX_MONTHLY_COUNT = 1_000
 CENT_MICROS = 10_000
+OPERATOR_PAUSE = "paused_by_operator"
 settings_table = tables.auto_topup_settings
 
 
@@ -144,3 +146,26 @@ def _settings(row: Row[Any]) -> TopupSettings:
         attempt_in_flight=row.attempt_in_flight,
         updated_at=row.updated_at,
     )
+
+
+def pause(connection: Connection, practice_id: str, *, now: datetime) -> TopupSettings:
+    """The operator pauses the practice's automatic top-up: nothing more is claimed until
+    `credit.autotopup.resume` (a charge already in flight still gets its answer). A pause in place
+    keeps its reason (a declined card says more); a practice that never configured automatic
+    top-up has none to pause and gets its settings (off) back unchanged."""
+    get_practice(connection, practice_id)
+    lock_practices(connection, [practice_id])  # after any claim under way, as `autotopup.resume` does
+    connection.execute(
+        update(settings_table)
+        .where(settings_table.c.practice_id == practice_id, settings_table.c.paused_reason.is_(None))
+        .values(paused_reason=OPERATOR_PAUSE, paused_at=now)
+    )
+    return read_settings(connection, practice_id)
+
+
+def practices_charging(connection: Connection) -> set[str]:
+    """The practices whose automatic top-up is being charged now (an attempt in flight)."""
+    rows = connection.execute(
+        select(settings_table.c.practice_id).where(settings_table.c.attempt_in_flight.is_not(None))
+    )
+    return set(rows.scalars())

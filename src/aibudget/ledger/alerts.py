@@ -7,6 +7,10 @@ constraint:
 - a threshold (default 80 % and 100 % of the period's included budget consumed) once per period;
 - exhaustion — included budget and every credit used up, holds aside — once per period and per
   credit grant count, so a practice that buys credit and runs dry again is told again.
+
+Besides the figures, each carries `locale`, `title` and `message_user`: what to tell the practice's
+staff, in the practice's language, with the renewal date in its timezone. Exhaustion is worded as
+the refusal of a call for the same reason.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from aibudget.ledger.waterfall import Allocation
 from aibudget.money import format_usd
 from aibudget.notify import outbox
 from aibudget.store import tables
+from aibudget.views import refusal, texts
+from aibudget.views.client import renewal_date
 from aibudget.views.snapshot import Snapshot
 
 EXHAUSTION_REASONS = frozenset(
@@ -39,6 +45,32 @@ def _period_data(snapshot: Snapshot) -> dict[str, object]:
         "included_usd": format_usd(snapshot.included_micros),
         "included_remaining_usd": format_usd(snapshot.included_remaining_micros),
         "extra_credit_remaining_usd": format_usd(snapshot.extra_credit_remaining_micros),
+    }
+
+
+def _threshold_texts(snapshot: Snapshot, percent: int) -> dict[str, object]:
+    locale = snapshot.locale
+    shown = texts.format_percent(percent, locale)
+    renews = renewal_date(snapshot)
+    if renews is None:
+        message = texts.text("Notification: {percent} of the allowance used", locale, percent=shown)
+    else:
+        message = texts.text(
+            "Notification: {percent} of the allowance used, renews on {renewal_date}",
+            locale,
+            percent=shown,
+            renewal_date=texts.format_date(renews, locale),
+        )
+    title = texts.text("Notification title: {percent} of the allowance used", locale, percent=shown)
+    return {"locale": locale, "title": title, "message_user": message}
+
+
+def _exhausted_texts(snapshot: Snapshot, reason: str) -> dict[str, object]:
+    locale = snapshot.locale
+    return {
+        "locale": locale,
+        "title": texts.text("Notification title: allowance used up", locale),
+        "message_user": refusal.message_user(snapshot, reason=reason, locale=locale),
     }
 
 
@@ -64,7 +96,9 @@ def after_settle(
                     connection,
                     practice_id=snapshot.practice_id,
                     event_type="budget.threshold_crossed",
-                    data={"threshold_percent": percent} | _period_data(snapshot),
+                    data={"threshold_percent": percent}
+                    | _period_data(snapshot)
+                    | _threshold_texts(snapshot, percent),
                     dedupe_key=f"budget.threshold_crossed:{_period_key(snapshot)}:{percent}",
                     now=now,
                 )
@@ -81,7 +115,7 @@ def exhausted(connection: Connection, snapshot: Snapshot, *, reason: str, now: d
         connection,
         practice_id=snapshot.practice_id,
         event_type="budget.exhausted",
-        data={"reason": reason} | _period_data(snapshot),
+        data={"reason": reason} | _period_data(snapshot) | _exhausted_texts(snapshot, reason),
         dedupe_key=f"budget.exhausted:{_period_key(snapshot)}:{grants}",
         now=now,
     )

@@ -1,4 +1,5 @@
-"""Usage reports of one practice: its ledger events, or their totals per day, model or operation.
+"""Usage reports of one practice: its ledger events, or their totals per day, model or operation,
+optionally of one status, model or operation; and what each pot paid per day of a period.
 
 Reports read history, so unlike the hot path they scan: the events of one practice in a range, on
 the `(practice_id, occurred_at)` index, aggregated by the database. The range is half-open,
@@ -27,15 +28,19 @@ from sqlalchemy import BigInteger, ColumnElement, Connection, case, func, litera
 
 from aibudget.accounts.service import get_practice
 from aibudget.errors import InvalidInput
+from aibudget.ledger.waterfall import Pot
 from aibudget.store import tables
 
 GroupBy = Literal["day", "model", "operation"]
 GROUP_BYS: tuple[GroupBy, ...] = ("day", "model", "operation")
 DEFAULT_LIMIT, MAX_LIMIT = 1_000, 10_000
 CALL_STATUSES = ("success", "error", "blocked")
+STATUSES = (*CALL_STATUSES, "voided", "expired")
+MAX_FILTER_CHARS = 200
+_CONTROL = frozenset(map(chr, [*range(0x20), 0x7F]))
 _QUARTER_HOUR_MICROS = 15 * 60 * 1_000_000
 _YEARS = (1970, 9998)  # bounds outside these cannot be converted between timezones safely
-events = tables.usage_events
+events, allocations, periods = tables.usage_events, tables.allocations, tables.periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,9 @@ class UsageReport:
     until: datetime | None
     group_by: GroupBy | None
     rows: tuple[UsageLine, ...] | tuple[UsageTotals, ...]
+    status: str | None = None
+    model: str | None = None
+    operation: str | None = None
 
 
 def parse_bound(text: str, *, field: str) -> date | datetime:
@@ -128,6 +136,16 @@ def resolve_bound(value: date | datetime | None, timezone: str, *, field: str) -
     return datetime.combine(value, time(), tzinfo=zone)
 
 
+def _filter_text(value: str | None, field: str) -> str | None:
+    if value is not None and (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_FILTER_CHARS
+        or not _CONTROL.isdisjoint(value)
+    ):
+        raise InvalidInput(f"{field} must be 1-{MAX_FILTER_CHARS} characters, none a control", field=field)
+    return value
+
+
 def usage_report(
     connection: Connection,
     practice_id: str,
@@ -136,20 +154,33 @@ def usage_report(
     until: date | datetime | None = None,
     group_by: str | None = None,
     limit: int = DEFAULT_LIMIT,
+    status: str | None = None,
+    model: str | None = None,
+    operation: str | None = None,
 ) -> UsageReport:
-    """The practice's events in the range, newest first, at most `limit`; or their totals by `group_by`."""
+    """The practice's events in the range, newest first, at most `limit`; or their totals by `group_by`.
+
+    `status`, `model` (as sent) and `operation` keep only the events equal to them; totals count
+    calls only, so a filter on `voided` or `expired` leaves no totals.
+    """
     practice = get_practice(connection, practice_id)
     if group_by is not None and group_by not in GROUP_BYS:
         raise InvalidInput(f"group_by: {group_by!r} is not one of {', '.join(GROUP_BYS)}", field="group_by")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be a whole number 1-{MAX_LIMIT}", field="limit")
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"status: {status!r} is not one of {', '.join(STATUSES)}", field="status")
+    exact = {"status": status, "model": _filter_text(model, "model"),
+             "operation": _filter_text(operation, "operation")}  # fmt: skip
     start = resolve_bound(since, practice.timezone, field="since")
     end = resolve_bound(until, practice.timezone, field="until")
     if start is not None and end is not None and end < start:
         raise InvalidInput("until must not be before since", field="until")
     rows: tuple[UsageLine, ...] | tuple[UsageTotals, ...]
     if group_by is None:
-        rows = tuple(usage_events(connection, practice.practice_id, since=start, until=end, limit=limit))
+        rows = tuple(
+            usage_events(connection, practice.practice_id, since=start, until=end, limit=limit, **exact)
+        )
     else:
         rows = tuple(
             usage_totals(
@@ -159,17 +190,23 @@ def usage_report(
                 since=start,
                 until=end,
                 timezone=practice.timezone,
+                **exact,
             )
         )
-    return UsageReport(practice.practice_id, practice.timezone, start, end, group_by, rows)
+    return UsageReport(practice.practice_id, practice.timezone, start, end, group_by, rows, **exact)
 
 
-def _in_range(practice_id: str, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+def _matching(
+    practice_id: str, since: datetime | None, until: datetime | None, exact: dict[str, str | None]
+) -> list[ColumnElement[bool]]:
+    """The events of the practice in `[since, until)` whose columns named in `exact` equal their value
+    (a value of None: any)."""
     conditions = [events.c.practice_id == practice_id]
     if since is not None:
         conditions.append(events.c.occurred_at >= since)
     if until is not None:
         conditions.append(events.c.occurred_at < until)
+    conditions.extend(events.c[name] == value for name, value in exact.items() if value is not None)
     return conditions
 
 
@@ -180,12 +217,17 @@ def usage_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = DEFAULT_LIMIT,
+    status: str | None = None,
+    model: str | None = None,
+    operation: str | None = None,
 ) -> list[UsageLine]:
-    """The practice's events in `[since, until)`, newest first, at most `limit` of them."""
+    """The practice's events in `[since, until)`, newest first, at most `limit` of them; only those of
+    `status`, `model` and `operation` when given."""
     names = [f.name for f in fields(UsageLine)]
+    exact = {"status": status, "model": model, "operation": operation}
     statement = (
         select(*(events.c[name] for name in names))
-        .where(*_in_range(practice_id, since, until))
+        .where(*_matching(practice_id, since, until, exact))
         .order_by(events.c.occurred_at.desc(), events.c.event_id.desc())
         .limit(limit)
     )
@@ -218,20 +260,20 @@ def usage_totals(
     since: datetime | None = None,
     until: datetime | None = None,
     timezone: str,
+    status: str | None = None,
+    model: str | None = None,
+    operation: str | None = None,
 ) -> list[UsageTotals]:
-    """Totals of the practice's calls in `[since, until)` per day (in `timezone`), model or operation.
+    """Totals of the practice's calls in `[since, until)` per day (in `timezone`), model or operation;
+    only those of `status`, `model` and `operation` when given.
 
     Days come in calendar order; models and operations by cost, the most expensive first.
     """
-    if group_by == "day":
-        group: ColumnElement[Any] = type_coerce(events.c.occurred_at, BigInteger) // literal_column(
-            str(_QUARTER_HOUR_MICROS), BigInteger
-        )
-    else:
-        group = events.c[group_by]
+    group = _quarter_hour() if group_by == "day" else events.c[group_by]
+    exact = {"status": status, "model": model, "operation": operation}
     statement = (
         select(group.label("key"), *_aggregates())
-        .where(*_in_range(practice_id, since, until), events.c.status.in_(CALL_STATUSES))
+        .where(*_matching(practice_id, since, until, exact), events.c.status.in_(CALL_STATUSES))
         .group_by(group)
     )
     # PostgreSQL sums BIGINT as NUMERIC: every aggregate is made an int here
@@ -245,10 +287,52 @@ def usage_totals(
     return _by_day(totals, ZoneInfo(timezone))
 
 
+def _quarter_hour() -> ColumnElement[Any]:
+    """The quarter hour of UTC an event occurred in, as a number (see module doc)."""
+    return type_coerce(events.c.occurred_at, BigInteger) // literal_column(
+        str(_QUARTER_HOUR_MICROS), BigInteger
+    )
+
+
+def _local_day(quarter: Any, zone: ZoneInfo) -> date:
+    seconds = int(quarter) * (_QUARTER_HOUR_MICROS // 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).astimezone(zone).date()
+
+
 def _by_day(quarters: Iterable[tuple[Any, UsageTotals]], zone: ZoneInfo) -> list[UsageTotals]:
     days: dict[date, UsageTotals] = {}
     for quarter, totals in quarters:
-        seconds = int(quarter) * (_QUARTER_HOUR_MICROS // 1_000_000)
-        day = datetime.fromtimestamp(seconds, UTC).astimezone(zone).date()
+        day = _local_day(quarter, zone)
         days[day] = days.get(day, UsageTotals("")) + totals
     return [replace(days[day], key=day.isoformat()) for day in sorted(days)]
+
+
+def spend_per_day(
+    connection: Connection, practice_id: str, *, subscription_id: str, period_start: int, timezone: str
+) -> dict[date, dict[Pot, int]]:
+    """What each pot paid per day (in `timezone`) for the practice's events charged to its period of
+    `subscription_id` that began at `period_start` (Unix seconds): days with spending only, pots that
+    paid only. From the allocations, so every micro-USD of cost is in exactly one pot."""
+    quarter = _quarter_hour()
+    period = select(periods.c.period_id).where(
+        periods.c.practice_id == practice_id,
+        periods.c.subscription_id == subscription_id,
+        periods.c.period_start == period_start,
+    )
+    statement = (
+        select(quarter, allocations.c.pot, func.sum(allocations.c.amount_micros))
+        .select_from(events.join(allocations, allocations.c.event_id == events.c.event_id))
+        .where(
+            events.c.practice_id == practice_id,
+            # the period's events occur from its start on: the (practice_id, occurred_at) index skips the rest
+            events.c.occurred_at >= datetime.fromtimestamp(period_start, UTC),
+            events.c.period_id == period.scalar_subquery(),
+        )
+        .group_by(quarter, allocations.c.pot)
+    )
+    zone = ZoneInfo(timezone)
+    days: dict[date, dict[Pot, int]] = {}
+    for at, pot, micros in connection.execute(statement):
+        paid = days.setdefault(_local_day(at, zone), {})
+        paid[pot] = paid.get(pot, 0) + int(micros)  # PostgreSQL sums BIGINT as NUMERIC
+    return days

@@ -3,7 +3,8 @@
 These statements are the hot path of every AI call, so they are hand-written `store.sql.Statement`s
 (see that module for why). Every balance change is a relative `UPDATE … SET x = x + :delta`, never a
 value computed from an earlier read, so the database's CHECKs see the true result. Callers own the
-transaction and hold the practice's lock (`store.dialect.lock_practices`).
+transaction and hold the practice's lock (`store.dialect.lock_practices`) to write; `states`, the
+operator's overview, reads the state rows of many practices at once.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class StateRow(NamedTuple):
     auto_topup_paused_reason: str | None
 
 
-_STATE = Statement("""
+_STATE_OF = """
     SELECT p.practice_id, p.name, p.locale, p.timezone, p.policy, p.warning_percent,
            b.held_micros, b.credit_micros, b.period_id, b.period_valid_until, b.next_grant_expiry,
            r.subscription_id, r.period_start, r.period_end, r.plan,
@@ -53,18 +54,44 @@ _STATE = Statement("""
     JOIN balances b ON b.practice_id = p.practice_id
     LEFT JOIN periods r ON r.period_id = b.period_id
     LEFT JOIN auto_topup_settings t ON t.practice_id = p.practice_id
-    WHERE p.practice_id = :practice_id
-""")
+"""
+_STATE = Statement(_STATE_OF + "WHERE p.practice_id = :practice_id")
+# `!` escapes LIKE's wildcards in the pattern; lower() on both sides makes the match ignore case
+# (SQLite's lower() folds ASCII letters only, so there a capital Ü matches only itself)
+_STATES = Statement(
+    _STATE_OF
+    + "WHERE lower(p.practice_id) LIKE :pattern ESCAPE '!' OR lower(p.name) LIKE :pattern ESCAPE '!'"
+)
+
+
+def _state_row(row: tuple[Any, ...]) -> StateRow:
+    values = list(row)
+    values[9], values[10] = instant(values[9]), instant(values[10])
+    return StateRow(*values)
 
 
 def state(connection: Connection, practice_id: str) -> StateRow | None:
     """The practice, its balance row and its cached current period, in one query."""
     row = _STATE.one(connection, {"practice_id": practice_id})
-    if row is None:
-        return None
-    values = list(row)
-    values[9], values[10] = instant(values[9]), instant(values[10])
-    return StateRow(*values)
+    return None if row is None else _state_row(row)
+
+
+def states(connection: Connection, *, matching: str = "") -> list[StateRow]:
+    """`state` of every practice whose id or name contains `matching` (ignoring case), in one query
+    and in no particular order; all practices when `matching` is empty."""
+    escaped = matching.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    rows = _STATES.run(connection, {"pattern": f"%{escaped}%"}).fetchall()
+    return [_state_row(row) for row in rows]
+
+
+def subscribed_practices(connection: Connection, statuses: Sequence[str]) -> set[str]:
+    """The practices with a subscription in one of `statuses` (those granting AI access): for
+    `states`, which of their rows without a cached period a subscription could give one."""
+    subscriptions = tables.subscriptions
+    found = connection.execute(
+        select(subscriptions.c.practice_id).where(subscriptions.c.status.in_(statuses)).distinct()
+    )
+    return set(found.scalars())
 
 
 class AuthorizationRow(NamedTuple):

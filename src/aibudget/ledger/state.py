@@ -3,7 +3,8 @@
 Loading state for a write also brings the rows up to date first: grants whose expiry has come are
 retired, and the current period is resolved again when the cached one has ended or a subscription,
 plan or practice change cleared it. A read that finds either due returns None, and the caller
-retries in a write transaction, so reads never write.
+retries in a write transaction, so reads never write. `current_state` makes the same decision for a
+row read with many others (the operator's overview), so only the practices due go the long way.
 """
 
 from __future__ import annotations
@@ -81,8 +82,31 @@ def _stale_period(row: StateRow, now: datetime) -> bool:
     return until is not None and not (start <= now.timestamp() < until.timestamp())
 
 
-def _grants_due(row: StateRow, now: datetime) -> bool:
-    return row.next_grant_expiry is not None and row.next_grant_expiry <= now
+def _expiry_by(row: StateRow, moment: datetime) -> bool:
+    """Whether a grant with money left expires by `moment`."""
+    return row.next_grant_expiry is not None and row.next_grant_expiry <= moment
+
+
+def state_of(row: StateRow, *, expiring_credit_micros: int = 0) -> State:
+    """The state a row shows, as it is (`load_state` and `current_state` bring it up to date)."""
+    practice = Practice(
+        row.practice_id, row.name, row.locale, row.timezone, cast(Policy, row.policy), row.warning_percent
+    )
+    period = None if row.period_id is None else accounts.period_from_row(row)
+    auto_topup = AutoTopupState(bool(row.auto_topup_enabled), row.auto_topup_paused_reason)
+    return State(practice, row.held_micros, row.credit_micros, period, auto_topup, expiring_credit_micros)
+
+
+def current_state(row: StateRow, *, now: datetime, rules: LedgerRules, subscribed: bool) -> State | None:
+    """The state `load_state` would give from `row`, read by the caller with many others (see
+    `repository.states`), without writing or querying again; None when only `load_state` can tell,
+    because the period is to be resolved again (it ended, or a change cleared it while a subscription
+    grants the practice access: `subscribed`) or credit expires within a hold's TTL (which includes
+    grants whose expiry has come). Without a cached period nor a subscription, the period stays None."""
+    period_due = _stale_period(row, now) and (row.period_id is not None or subscribed)
+    if period_due or _expiry_by(row, now + rules.hold_ttl):
+        return None
+    return state_of(row)
 
 
 def load_state(
@@ -94,7 +118,7 @@ def load_state(
     row = repository.state(connection, practice_id)
     if row is None:
         raise NotFound(f"practice {practice_id!r} does not exist", field="practice_id")
-    grants_due, period_stale = _grants_due(row, now), _stale_period(row, now)
+    grants_due, period_stale = _expiry_by(row, now), _stale_period(row, now)
     if grants_due or period_stale:
         if not write:
             return None
@@ -104,12 +128,7 @@ def load_state(
             accounts.current_period(connection, practice_id, at=now, rules=rules.accounts)
         row = repository.state(connection, practice_id)
         assert row is not None
-    practice = Practice(
-        row.practice_id, row.name, row.locale, row.timezone, cast(Policy, row.policy), row.warning_percent
-    )
-    period = None if row.period_id is None else accounts.period_from_row(row)
-    auto_topup = AutoTopupState(bool(row.auto_topup_enabled), row.auto_topup_paused_reason)
     expiring = 0
-    if row.next_grant_expiry is not None and row.next_grant_expiry <= now + rules.hold_ttl:
+    if _expiry_by(row, now + rules.hold_ttl):
         expiring = credit_expiring_by(connection, practice_id, now + rules.hold_ttl)
-    return State(practice, row.held_micros, row.credit_micros, period, auto_topup, expiring)
+    return state_of(row, expiring_credit_micros=expiring)

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper
+from aibudget.api.errors import refusal_payload
 from aibudget.auth.service import Principal
 from aibudget.budget import Budget
 from aibudget.errors import BudgetExceeded, Conflict, InvalidInput
@@ -108,9 +109,10 @@ def _call(
     return Call(budget, request_id, operation, model, practice_id, device_id)
 
 
-def refusal(exc: BudgetExceeded) -> JSONResponse:
-    """The 402 in OpenAI's error shape, which the `openai` package surfaces with `code`, plus our payload."""
-    payload = exc.payload
+def refusal(request: Request, exc: BudgetExceeded) -> JSONResponse:
+    """The 402 in OpenAI's error shape, which the `openai` package surfaces with `code`, plus our
+    payload (in the language of `Accept-Language`, as on the API)."""
+    payload = refusal_payload(request, exc)
     error = {
         "message": payload.get("message_user"),
         "type": "insufficient_quota",
@@ -249,7 +251,7 @@ async def _gated(
     try:
         await call.authorize(prompt_chars=usage.prompt_chars(body), max_output_tokens=usage.output_cap(body))
     except BudgetExceeded as exc:
-        return refusal(exc)
+        return refusal(request, exc)
     if body.get("stream") is True and kind != "embed":
         return await _stream(call, request, path, body, kind)
     return await _plain(call, request, path, body, read)
@@ -304,7 +306,7 @@ async def transcriptions(
     try:
         await call.authorize(audio_seconds=duration.seconds)
     except BudgetExceeded as exc:
-        return refusal(exc)
+        return refusal(request, exc)
     fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
     files = {"file": (upload.filename or "audio", audio, upload.content_type or "application/octet-stream")}
     upstream = _upstream(request)

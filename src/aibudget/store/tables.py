@@ -386,3 +386,17 @@ notifications = Table(
     Index(None, "status", "next_attempt_at"),
     Index(None, "practice_id", "created_at"),
 )
+
+# Signed-in dashboard sessions. The cookie holds a random token; only its SHA-256 is stored, so the
+# table leaks nothing that signs anyone in. A session lives until it expires or is signed out, and
+# only while the admin key it was opened with is still valid.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("key_id", String(24), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Instant, nullable=False),
+    Column("expires_at", Instant, nullable=False),
+    Index(None, "expires_at"),
+)

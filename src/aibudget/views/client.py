@@ -75,6 +75,11 @@ def shows_warning(snapshot: Snapshot) -> bool:
     return snapshot.available_micros * 100 < snapshot.warning_percent * percent_base_micros(snapshot)
 
 
+def warning_level(snapshot: Snapshot) -> WarningLevel:
+    """`exhausted` when blocked, `low` when the warning shows, else `none`."""
+    return "exhausted" if snapshot.blocked else "low" if shows_warning(snapshot) else "none"
+
+
 def renewal_date(snapshot: Snapshot) -> date | None:
     """The day the allowance renews: the date of `period_end` in the practice's timezone."""
     if snapshot.period_end is None:
@@ -85,8 +90,6 @@ def renewal_date(snapshot: Snapshot) -> date | None:
 def client_view(snapshot: Snapshot, *, locale: str) -> ClientView:
     """The desktop's view of `snapshot`, with texts and dates in `locale`."""
     percent = available_percent(snapshot)
-    warning = shows_warning(snapshot)
-    level: WarningLevel = "exhausted" if snapshot.blocked else "low" if warning else "none"
     if snapshot.subscription_id is None:
         label = texts.text("AI not included: no active subscription", locale)
     elif snapshot.blocked:
@@ -98,8 +101,8 @@ def client_view(snapshot: Snapshot, *, locale: str) -> ClientView:
     renews = renewal_date(snapshot)
     return ClientView(
         available_percent=percent,
-        show_warning=warning,
-        warning_level=level,
+        show_warning=shows_warning(snapshot),
+        warning_level=warning_level(snapshot),
         user_label=label,
         period_end=snapshot.period_end,
         renewal_date=renews.isoformat() if renews is not None else None,

@@ -9,10 +9,12 @@ automatic top-up, or have the subscription renewed. All wording lives in the `te
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING
 
 from aibudget.views import texts
 from aibudget.views.client import renewal_date
+from aibudget.views.texts import N_
 
 if TYPE_CHECKING:
     from aibudget.views.snapshot import Snapshot
@@ -26,38 +28,49 @@ REASONS = (
     "auto_topup_monthly_limit",
 )
 
-# reason -> (msgid when the renewal date is known, msgid without a date). Without a subscription
-# there is no allowance to renew, so that message never names a date.
+# reason -> (msgid when the renewal date is known, msgid without a date), marked for extraction.
+# Without a subscription there is no allowance to renew, so that message never names a date.
 _MESSAGES: dict[str, tuple[str, str]] = {
     "included_exhausted_no_credit": (
-        "Refusal: allowance used up, renews on {renewal_date}",
-        "Refusal: allowance used up",
+        N_("Refusal: allowance used up, renews on {renewal_date}"),
+        N_("Refusal: allowance used up"),
     ),
     "insufficient_for_estimate": (
-        "Refusal: not enough for this request, renews on {renewal_date}",
-        "Refusal: not enough for this request",
+        N_("Refusal: not enough for this request, renews on {renewal_date}"),
+        N_("Refusal: not enough for this request"),
     ),
-    "no_active_subscription": ("Refusal: no active subscription", "Refusal: no active subscription"),
+    "no_active_subscription": (N_("Refusal: no active subscription"), N_("Refusal: no active subscription")),
     "auto_topup_paused": (
-        "Refusal: automatic top-up paused, renews on {renewal_date}",
-        "Refusal: automatic top-up paused",
+        N_("Refusal: automatic top-up paused, renews on {renewal_date}"),
+        N_("Refusal: automatic top-up paused"),
     ),
     "auto_topup_monthly_limit": (
-        "Refusal: automatic top-up monthly limit, renews on {renewal_date}",
-        "Refusal: automatic top-up monthly limit",
+        N_("Refusal: automatic top-up monthly limit, renews on {renewal_date}"),
+        N_("Refusal: automatic top-up monthly limit"),
     ),
 }
 
 
-def message_user(snapshot: Snapshot, *, reason: str, locale: str) -> str:
-    """The localized sentence shown to the user for a refusal of `reason`."""
+def _message(reason: str, renews: date | None, locale: str) -> str:
     if reason not in _MESSAGES:
         raise ValueError(f"reason: {reason!r} is not one of {', '.join(REASONS)}")
     with_date, without_date = _MESSAGES[reason]
-    renews = renewal_date(snapshot)
     if renews is None:
         return texts.text(without_date, locale)
     return texts.text(with_date, locale, renewal_date=texts.format_date(renews, locale))
+
+
+def message_user(snapshot: Snapshot, *, reason: str, locale: str) -> str:
+    """The localized sentence shown to the user for a refusal of `reason`."""
+    return _message(reason, renewal_date(snapshot), locale)
+
+
+def in_language(payload: dict[str, object], locale: str) -> dict[str, object]:
+    """A refusal's payload with `message_user` in `locale`: the language a request asked for
+    (`Accept-Language`) rather than the practice's, in which the refusal was recorded."""
+    renews = payload.get("renewal_date")
+    day = date.fromisoformat(renews) if isinstance(renews, str) else None
+    return payload | {"message_user": _message(str(payload["reason"]), day, locale)}
 
 
 def refusal_payload(

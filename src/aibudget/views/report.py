@@ -104,13 +104,16 @@ def _local(instant: datetime | None, timezone: str) -> str | None:
 
 
 def as_json(report: UsageReport) -> dict[str, Any]:
-    """The whole report as one JSON object: what was asked for, and the rows."""
+    """The whole report as one JSON object: what was asked for (range, grouping, filters), and the rows."""
     return {
         "practice_id": report.practice_id,
         "timezone": report.timezone,
         "since": _local(report.since, report.timezone),
         "until": _local(report.until, report.timezone),
         "group_by": report.group_by,
+        "status": report.status,
+        "model": report.model,
+        "operation": report.operation,
         "rows": rows_as_json(report),
     }
 

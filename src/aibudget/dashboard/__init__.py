@@ -1,0 +1,1 @@
+"""The operator dashboard at /admin: its data and its pages."""
