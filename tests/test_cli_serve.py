@@ -89,6 +89,7 @@ def test_the_first_start_prints_an_admin_key_once(tmp_path: Path) -> None:
         keys = KEY.findall(first.stdout)
         assert len(keys) == 1, first.stdout
         assert f"{first.url}/docs" in first.stdout
+        assert f"{first.url}/admin" in first.stdout
         subscribed_practice(data_dir)
         assert authorize(first.url, keys[0], "r1") == 201
         assert authorize(first.url, keys[0] + "x", "r2") == 401

@@ -23,6 +23,7 @@ from aibudget.api import (
 )
 from aibudget.budget import Budget
 from aibudget.config import Settings
+from aibudget.dashboard import routes as dashboard
 from aibudget.ledger.sweeper import Sweeper
 from aibudget.proxy import routes as proxy
 from aibudget.proxy.routes import MAX_UPLOAD_BYTES
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     app.include_router(notifications.router)
     app.include_router(health.router)
     app.include_router(proxy.router)
+    dashboard.install(app)
     app.add_middleware(BodyLimit)
     observability.install(app)  # after the error handlers; its middleware outermost
     return app

@@ -72,8 +72,9 @@ def serve(
     if created:
         typer.echo("First start: an admin API key was made. It is shown only this once, store it now:")
         typer.echo(f"  {created}")
-        typer.echo(f"Send it as 'Authorization: Bearer <key>', e.g. from the API docs at {url}/docs")
-    typer.echo(f"aibudget serves {url} (API docs: {url}/docs); Ctrl-C stops it")
+        typer.echo(f"Send it as 'Authorization: Bearer <key>', e.g. from the API docs at {url}/docs,")
+        typer.echo(f"or sign in with it to the dashboard at {url}/admin")
+    typer.echo(f"aibudget serves {url} (API docs: {url}/docs, dashboard: {url}/admin); Ctrl-C stops it")
     metrics_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # each worker counts in files here, and /metrics in any worker sums them all
