@@ -20,7 +20,7 @@ Errors are the library's own classes, chosen by the problem's `error_code`, else
     401  Unauthorized                          403  Forbidden / DeviceNotInPractice
     404  NotFound / PaymentsOff                409  Conflict / IdempotencyConflict
     400, 413, 422  InvalidInput / UnknownModel / … with `.field`
-    503  PaymentProviderUnavailable (by its code)
+    503  PaymentProviderUnavailable / DatabaseUnavailable (by their codes; safe to retry)
     anything else (5xx, a proxy's HTML page, a malformed body): UnexpectedResponse(.status)
 
 Transport failures (connection refused, timeouts) are not answers: they propagate as
@@ -45,6 +45,7 @@ from aibudget.errors import (
     AibudgetError,
     BudgetExceeded,
     Conflict,
+    DatabaseUnavailable,
     DeviceNotInPractice,
     Forbidden,
     IdempotencyConflict,
@@ -276,7 +277,7 @@ _BY_CODE: dict[str, type[AibudgetError]] = {
     error.code: error
     for error in (Unauthorized, Forbidden, DeviceNotInPractice, NotFound, PaymentsOff, Conflict,
                   IdempotencyConflict, InvalidInput, UnknownModel, UnreadableAudio, InvalidWebhook,
-                  PaymentProviderUnavailable)
+                  PaymentProviderUnavailable, DatabaseUnavailable)
 }  # fmt: skip
 _BY_STATUS: dict[int, type[AibudgetError]] = {
     400: InvalidInput, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: InvalidInput,

@@ -12,6 +12,7 @@ The tree::
     ├── NotFound                       NOT_FOUND         404
     ├── PaymentsOff                    PAYMENTS_OFF      404  Stripe is not configured
     ├── PaymentProviderUnavailable     PAYMENT_PROVIDER_UNAVAILABLE 503  Stripe did not answer
+    ├── DatabaseUnavailable            DATABASE_UNAVAILABLE 503  nothing recorded; safe to retry
     ├── Forbidden                      FORBIDDEN         403
     │   └── DeviceNotInPractice        DEVICE_PRACTICE_MISMATCH
     └── Conflict                       CONFLICT          409
@@ -108,6 +109,16 @@ class PaymentProviderUnavailable(AibudgetError):
     code = "PAYMENT_PROVIDER_UNAVAILABLE"
     http_status = 503
     title = "Payment provider unavailable"
+
+
+class DatabaseUnavailable(AibudgetError):
+    """The database did not answer, refused the write (read-only, disk full) or timed out, after the
+    transaction was tried again; nothing of this request was recorded. Fail closed: no call is
+    allowed that could not be recorded. The same request, sent again later, is safe."""
+
+    code = "DATABASE_UNAVAILABLE"
+    http_status = 503
+    title = "Database unavailable"
 
 
 class NotFound(AibudgetError):

@@ -38,14 +38,15 @@ _MEANINGS = {
     409: "conflicts with what is stored",
     413: "the body is larger than 64 KiB",
     422: "invalid input; `field` names it",
-    503: "the payment provider did not answer; nothing was charged",
+    503: "the database (or, for payments, the payment provider) is unavailable; nothing was recorded"
+    " or charged, and the same request may be sent again later",
 }
 
 
 def problems(*statuses: int, body: bool = False) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for a route's error statuses: problem+json bodies (RFC 9457). Any route
-    may answer 401, 403 and 422; a route that reads a body also 400 and 413."""
-    always = {401, 403, 422} | ({400, 413} if body else set())
+    may answer 401, 403, 422 and 503; a route that reads a body also 400 and 413."""
+    always = {401, 403, 422, 503} | ({400, 413} if body else set())
     return {
         status: {"description": _MEANINGS[status], "content": {PROBLEM_JSON: {}}}
         for status in sorted(always | set(statuses))
@@ -88,6 +89,8 @@ async def _aibudget_error(request: Request, exc: Exception) -> JSONResponse:
     response = problem(exc.http_status, error_code=exc.code, title=exc.title, detail=exc.detail, **extra)
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+    if exc.http_status == 503:
+        response.headers["Retry-After"] = "1"
     return response
 
 

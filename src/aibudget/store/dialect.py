@@ -16,6 +16,12 @@ A PostgreSQL transaction that fails for a passing reason — a serialization fai
 lost connection — is run again from the start, a few times (`run_transaction`). That is safe because
 every call that moves money carries its idempotency key: when the lost connection had in fact
 committed, the second run finds the first one's row and replays it instead of charging again.
+
+When the database itself still fails after that — it does not answer, refuses writes (read-only, a
+standby after failover, disk full) or stays locked past the busy timeout — the transaction has
+rolled back and `DatabaseUnavailable` (503) is raised: aibudget fails closed, never allowing a call
+it could not record, and the same request sent again later is safe. The next call tries the
+database afresh, so service resumes by itself once it is back.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import Insert
 
+from aibudget.errors import DatabaseUnavailable
 from aibudget.store.sql import Statement
 
 _WRITE = "aibudget_write"
@@ -37,7 +45,14 @@ _WRITE = "aibudget_write"
 _MIGRATION_LOCK_KEY = 0x0A1B_0D6E
 # serialization_failure, deadlock_detected; class 08 (connection exceptions) is matched by prefix
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+# the server, not the request: connection (08), insufficient resources such as a full disk (53),
+# shutting down or starting up (57P), read-only transaction (25006: a standby)
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006")
+# SQLite's result codes for the same: locked past the busy timeout, read-only, full, I/O, cannot open
+_UNAVAILABLE_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR",
+                       "SQLITE_CANTOPEN")  # fmt: skip
 ATTEMPTS = 3
+_UNAVAILABLE_DETAIL = "the database is unavailable; nothing was recorded, send the same request again later"
 _FIRST_BACKOFF_SECONDS = 0.02
 
 T = TypeVar("T")
@@ -110,6 +125,18 @@ def is_transient(error: DBAPIError) -> bool:
     return sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith("08")
 
 
+def is_unavailable(error: DBAPIError) -> bool:
+    """Whether the database failed, not the request: down, unreachable, read-only, full, locked."""
+    if is_transient(error):
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is None and isinstance(error, OperationalError):
+        sqlite_name = getattr(error.orig, "sqlite_errorname", None)
+        # a PostgreSQL driver error without a state is a connection that failed
+        return sqlite_name is None or sqlite_name.startswith(_UNAVAILABLE_SQLITE)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
 def run_transaction(
     engine: Engine, work: Callable[[Connection], T], *, write: bool, attempts: int = ATTEMPTS
 ) -> T:
@@ -122,9 +149,14 @@ def run_transaction(
             with (write_transaction if write else read_transaction)(engine) as connection:
                 return work(connection)
         except DBAPIError as error:
-            if attempt == attempts or not is_transient(error):
-                raise
-            time.sleep(_FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            if attempt < attempts and is_transient(error):
+                time.sleep(_FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+                continue
+            if is_unavailable(error):
+                raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
+            raise
+        except PoolTimeout as error:  # every pooled connection busy for the pool's whole timeout
+            raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -14,6 +14,7 @@ from aibudget.errors import ConfigError
 from aibudget.store.dialect import install_sqlite_transactions, lock_migrations, write_transaction
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def open_engine(
@@ -55,6 +56,8 @@ def open_engine(
             pool_size=pool_size,
             max_overflow=pool_max_overflow,
             hide_parameters=True,
+            # a server that does not answer at all fails the call in seconds, not minutes
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
         )
     else:
         raise ConfigError(f"AIBUDGET_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}")
