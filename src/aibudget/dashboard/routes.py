@@ -51,6 +51,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+CsrfToken = Annotated[str, Form(max_length=100)]  # the hidden field of every form
+
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 static = StaticFiles(directory=HERE / "static")
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -132,7 +134,7 @@ def sign_in_form(request: Request, next: str | None = None) -> Response:
 def sign_in(
     request: Request,
     admin_key: Annotated[str, Form(max_length=500)] = "",
-    csrf_token: Annotated[str, Form(max_length=100)] = "",
+    csrf_token: CsrfToken = "",
     next: Annotated[str, Form(max_length=2000)] = PREFIX,
 ) -> Response:
     expected = request.cookies.get(SIGNIN_COOKIE)
@@ -151,7 +153,7 @@ def sign_in(
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, csrf_token: Annotated[str, Form(max_length=100)] = "") -> Response:
+def sign_out(request: Request, csrf_token: CsrfToken = "") -> Response:
     session = _checked(request, csrf_token)
     _budget(request).sign_out(session.token)
     response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
@@ -302,7 +304,7 @@ def _usd(text: str, field: str) -> Decimal:
 def grant_credit(
     request: Request,
     practice_id: str,
-    csrf_token: Annotated[str, Form(max_length=100)] = "",
+    csrf_token: CsrfToken = "",
     amount_usd: Annotated[str, Form(max_length=40)] = "",
     reference: Annotated[str, Form(max_length=200)] = "",
     expires_on: Annotated[str, Form(max_length=40)] = "",
@@ -321,16 +323,12 @@ def grant_credit(
 
 
 @router.post("/practices/{practice_id}/auto-topup/pause")
-def pause_topup(
-    request: Request, practice_id: str, csrf_token: Annotated[str, Form(max_length=100)] = ""
-) -> Response:
+def pause_topup(request: Request, practice_id: str, csrf_token: CsrfToken = "") -> Response:
     return _act(request, practice_id, csrf_token, lambda b: b.pause_auto_topup(practice_id), "topup-paused")
 
 
 @router.post("/practices/{practice_id}/auto-topup/resume")
-def resume_topup(
-    request: Request, practice_id: str, csrf_token: Annotated[str, Form(max_length=100)] = ""
-) -> Response:
+def resume_topup(request: Request, practice_id: str, csrf_token: CsrfToken = "") -> Response:
     return _act(request, practice_id, csrf_token, lambda b: b.resume_auto_topup(practice_id), "topup-resumed")
 
 
@@ -338,7 +336,7 @@ def resume_topup(
 def bind_device(
     request: Request,
     practice_id: str,
-    csrf_token: Annotated[str, Form(max_length=100)] = "",
+    csrf_token: CsrfToken = "",
     device_id: Annotated[str, Form(max_length=500)] = "",
     user_key: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
@@ -352,7 +350,7 @@ def bind_device(
 def deactivate_device(
     request: Request,
     practice_id: str,
-    csrf_token: Annotated[str, Form(max_length=100)] = "",
+    csrf_token: CsrfToken = "",
     device_id: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     def action(budget: Budget) -> None:
