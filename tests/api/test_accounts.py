@@ -107,6 +107,15 @@ def test_a_practice_id_outside_the_alphabet_is_refused(server: Server) -> None:
         assert_problem(admin.put("/v1/practices/bad id!", json={}), 422, "practice_id")
 
 
+def test_an_id_ending_in_an_encoded_slash_is_not_found_not_redirected(server: Server) -> None:
+    # `0%2F` is decoded to `0/` before routing; a redirect would send the client to another id
+    with server.admin() as admin:
+        answer = admin.put("/v1/subscriptions/0%2F", json={"practice_id": new_id(), "status": "active"})
+
+    assert answer.status_code == 404, answer.headers
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
 # plans and subscriptions
 
 

@@ -99,6 +99,8 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
         version="1",
         summary="Prepaid AI budgets per customer: gate every AI call, price real usage, charge the right pot",
         lifespan=lifespan,
+        # an id ending in an encoded `/` (`0%2F`) must be a 404, not a redirect to another id
+        redirect_slashes=False,
     )
     errors.install(app)
     app.include_router(gate.router)

@@ -99,9 +99,9 @@ _BASIC_AUTH = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{4,}={0,2})(?![\w+/=])")
 # Starts only where a run of address characters starts, which keeps the search linear.
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
 # 9+ digits separated by spaces, dashes, slashes or parentheses: +41 79 123 45 67, (044) 123 45 67.
-# Not dots, so versions and IP addresses pass; not inside a word, next to a dash or before a colon,
-# so UUIDs and times (`2024-05-01 12:30`) pass.
-_PHONE = re.compile(r"(?<![\w+/-])(?:\+|\(\+?)?\d(?:[ ()/-]{0,3}\d){8,}(?![\w/:-])")
+# Not dots, so versions and IP addresses pass; not inside a word, next to a dash or before a colon
+# and a digit, so UUIDs and times (`2024-05-01 12:30`) pass; `079 123 45 67: dringend` does not.
+_PHONE = re.compile(r"(?<![\w+/-])(?:\+|\(\+?)?\d(?:[ ()/-]{0,3}\d){8,}(?![\w/-]|:\d)")
 _UUID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 _AHV = re.compile(r"(?<!\d)756[.\s-]?\d{4}[.\s-]?\d{4}[.\s-]?\d{2}(?!\d)")
 _IBAN = re.compile(
@@ -124,7 +124,7 @@ def looks_sensitive(value: str) -> bool:
         or ("@" in value and _EMAIL.search(value) is not None)
         or _AHV.search(value) is not None
         or any(_is_phone_number(match.group()) for match in _PHONE.finditer(value))
-        or any(_is_iban(match.group()) for match in _IBAN.finditer(value))
+        or any(_holds_iban(match.group()) for match in _IBAN.finditer(value))
         or any(_is_basic_credential(match.group(1)) for match in _BASIC_AUTH.finditer(value))
     )
 
@@ -206,6 +206,13 @@ def _is_phone_number(digits: str) -> bool:
     if _UUID.fullmatch(digits):
         return False
     return digits.startswith(("+", "(", "0")) or any(separator in digits for separator in " ()/-")
+
+
+def _holds_iban(candidate: str) -> bool:
+    # The pattern's optional trailing groups can swallow the next word (`AT61…3201 Euro`), so every
+    # shorter candidate ending at a space is tried too.
+    groups = candidate.split(" ")
+    return any(_is_iban(" ".join(groups[:end])) for end in range(len(groups), 0, -1))
 
 
 def _is_iban(candidate: str) -> bool:

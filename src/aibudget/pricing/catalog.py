@@ -191,6 +191,8 @@ class PriceCatalog:
 
     def price(self, model: str, usage: Usage, *, at: datetime | None = None) -> Price:
         """The cost of one call of `model` that consumed `usage`, at time `at` (default now)."""
+        if not isinstance(model, str):  # checked before the resolution cache, which would hash it
+            raise InvalidInput(f"model must be a string, got {type(model).__name__}", field="model")
         at = at or datetime.now(UTC)
         resolved = self.resolve(model)
         model_price = resolved.model_price(at)
@@ -211,12 +213,7 @@ class PriceCatalog:
         return cached[1]
 
     def _resolve(self, model: str) -> ResolvedModel:
-        if (
-            not isinstance(model, str)
-            or not model.strip()
-            or len(model) > MAX_MODEL_NAME
-            or not model.isprintable()
-        ):
+        if not model.strip() or len(model) > MAX_MODEL_NAME or not model.isprintable():
             raise InvalidInput(f"model must be 1-{MAX_MODEL_NAME} printable characters", field="model")
         name = model.strip().lower()
         if name in self._overrides.prices:
