@@ -1,9 +1,10 @@
 """`Periodic`: the server's background workers — one daemon thread calling one pass every few seconds.
 
 The sweeper (`ledger.sweeper`) and the notification delivery (`notify.delivery`) are such workers.
-A pass that fails because the database is away is logged with its traceback and tried again at the
-next interval; whatever it would have done stays to do (holds held, notifications in the outbox),
-which is the safe side. Any other error is a bug and ends the thread loudly.
+A pass that fails because the database is away (`DatabaseUnavailable`) is logged as a warning, any
+other database error with its traceback, and either is tried again at the next interval; whatever it
+would have done stays to do (holds held, notifications in the outbox), which is the safe side. Any
+other error is a bug and ends the thread loudly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Self
 
 from sqlalchemy.exc import SQLAlchemyError
+
+from aibudget.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,11 @@ class Periodic:
         while not self._stopped.wait(self._interval):
             try:
                 count = self._work()
+            except DatabaseUnavailable:
+                log.warning(
+                    "%s: the database is unavailable; retrying in %s s", self._thread.name, self._interval
+                )
+                continue
             except SQLAlchemyError:
                 log.exception("%s: pass failed; retrying in %s s", self._thread.name, self._interval)
                 continue

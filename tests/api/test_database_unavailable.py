@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,16 @@ from tests.databases import PostgresServer
 from tests.factories import open_practice
 
 LETTER = {"operation": "letter", "model": "gpt-4o-mini", "estimate": {"input_tokens": 1000}}
+HOLD_TTL_S = 3
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 class Relay:
@@ -85,7 +96,10 @@ def relayed(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Server, 
     relay = Relay((url.host or "127.0.0.1", url.port or 5432))
     relay.start()
     server = start_server(
-        tmp_path / "var", url.set(host="127.0.0.1", port=relay.port).render_as_string(False)
+        tmp_path / "var",
+        url.set(host="127.0.0.1", port=relay.port).render_as_string(False),
+        AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S),
+        AIBUDGET_SWEEP_INTERVAL_SECONDS="1",
     )
     try:
         yield server, relay, direct
@@ -127,6 +141,7 @@ def test_calls_fail_closed_while_the_database_is_gone_and_resume_without_restart
     assert down.headers["Retry-After"] == "1"
     assert (lost.status_code, lost.json()["error_code"]) == (503, "DATABASE_UNAVAILABLE")
     assert ready.status_code == 503
+    time.sleep(HOLD_TTL_S)  # the sweeper's passes meet the outage and the hold of "before" runs out
 
     relay.start()
     again = service.post("/v1/usage", json=settle)
@@ -139,4 +154,10 @@ def test_calls_fail_closed_while_the_database_is_gone_and_resume_without_restart
         assert [line.request_id for line in lines if line.status == "success"] == ["settled"]
         assert "while-down" not in {line.request_id for line in lines}
         assert books.verify() == []
+
+    def released() -> bool:  # by the same sweeper, which outlived the outage
+        with server.budget() as books:
+            return books.snapshot("p1").held_micros == 0
+
+    assert wait_for(released, 10), server.logs()
     assert "Traceback" not in server.logs()
