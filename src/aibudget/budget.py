@@ -40,10 +40,11 @@ from aibudget.credit.service import CreditGrant
 from aibudget.credit.topup import TopupSettings
 from aibudget.dashboard import data
 from aibudget.dashboard.data import BurnDown, OverviewPage
-from aibudget.errors import BudgetExceeded, InvalidInput, PaymentsOff
-from aibudget.ledger import alerts, reports, retention
+from aibudget.errors import BudgetExceeded, DatabaseUnavailable, InvalidInput, PaymentsOff
+from aibudget.ledger import alerts, fail_open, reports, retention
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
+from aibudget.ledger.fail_open import Admission, Journal, JournalFull
 from aibudget.ledger.reports import UsageReport
 from aibudget.ledger.retention import Pruned
 from aibudget.ledger.service import Authorization, Deferred, Refusal, UsageEvent
@@ -103,6 +104,7 @@ class Budget:
         self._charges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aibudget-topup")
         self._sender: Sender | None = None  # made on first delivery: no HTTP client unless needed
         self._sender_lock = threading.Lock()
+        self._journal = Journal()  # calls admitted without a hold (fail-open), until written
 
     @classmethod
     def open(
@@ -314,6 +316,54 @@ class Budget:
             raise BudgetExceeded(result.payload)
         assert not isinstance(result, Deferred)  # one top-up per call: the second pass decides
         return result
+
+    def admit_without_hold(
+        self,
+        *,
+        practice_id: str,
+        request_id: str,
+        operation: str,
+        model: str,
+        input_tokens: int | None = None,
+        prompt_chars: int | None = None,
+        max_output_tokens: int | None = None,
+        audio_seconds: Decimal | int | None = None,
+    ) -> Admission:
+        """Fail open: admit a call `authorize` could not decide because the database is unavailable.
+
+        Only for `AIBUDGET_FAIL_OPEN` (see `ledger.fail_open`): nothing is held or checked, the call
+        is logged and kept for `record_admissions`. A replay gets the first admission while it is
+        kept (`.replayed` True). Raises `DatabaseUnavailable` when `JOURNAL_LIMIT` admissions already wait.
+        """
+        estimate = Estimate(input_tokens, prompt_chars, max_output_tokens, audio_seconds)
+        now = self.clock()
+        usage = estimate.usage(default_max_output_tokens=self.rules.default_max_output_tokens)
+        admission = Admission(
+            practice_id=accounts.check_practice_id(practice_id),
+            request_id=ledger.check_request_id(request_id),
+            operation=ledger.check_operation(operation),
+            model=model,
+            estimate_micros=self.catalog.price(model, usage, at=now).cost_micros,
+            admitted_at=now,
+        )
+        try:
+            admitted = self._journal.admit(admission)
+        except JournalFull as full:
+            raise DatabaseUnavailable(f"the database is unavailable and {full}") from full
+        if not admitted.replayed:
+            log.warning(
+                "fail-open: admitted request %r of practice %r without a hold; the database is unavailable",
+                request_id, practice_id,
+            )  # fmt: skip
+        return admitted
+
+    def record_admissions(self) -> int:
+        """Write the admissions `admit_without_hold` kept; how many. Raises `DatabaseUnavailable`."""
+        return self._journal.write(self.engine, self.clock())
+
+    def fail_open_admissions(self, practice_id: str | None = None) -> list[Admission]:
+        """Calls admitted without a hold and recorded since, oldest first."""
+        return self._read(lambda connection: fail_open.admissions(connection, practice_id))
 
     def settle(
         self,

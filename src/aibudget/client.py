@@ -98,16 +98,18 @@ class UnexpectedResponse(AibudgetError):
 @dataclass(frozen=True, slots=True)
 class Authorization:
     """A hold, as `POST /v1/authorizations` (or its void) answered. `replayed` is True when the server
-    returned the first result of this request id (200 instead of 201); a void never says."""
+    returned the first result of this request id (200 instead of 201); a void never says. A server
+    with fail-open on admits a call without a hold while its database is unavailable: status
+    `admitted_without_hold`, nothing held, `budget` None."""
 
     authorization_id: str
     request_id: str
     practice_id: str
-    status: str  # active | settled | voided | expired
+    status: str  # active | settled | voided | expired | admitted_without_hold
     held_usd: Decimal
     estimate_usd: Decimal
     expires_at: datetime
-    budget: ClientView
+    budget: ClientView | None
     replayed: bool = False
 
 
@@ -214,7 +216,7 @@ def _authorization(status: int, body: Json) -> Authorization:
         held_usd=_usd(body, "held_usd"),
         estimate_usd=_usd(body, "estimate_usd"),
         expires_at=expires_at,
-        budget=_client_view(_get(body, "budget", dict)),
+        budget=None if body.get("budget") is None else _client_view(_get(body, "budget", dict)),
         replayed=status == 200,
     )
 

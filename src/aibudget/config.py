@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     pool_size: int = Field(default=10, ge=1, le=1_000, description="PostgreSQL connections kept per process")
     pool_max_overflow: int = Field(default=10, ge=0, le=1_000, description="extra connections under load")
     hold_ttl_seconds: int = Field(default=600, ge=1, le=86_400)
+    fail_open: bool = Field(
+        default=False,
+        description="admit authorizations while the database is unavailable (logged, counted and"
+        " recorded; off: they are refused with 503)",
+    )
     sweep_interval_seconds: int = Field(default=30, ge=1, le=3_600)
     default_max_output_tokens: int = Field(default=4096, ge=1, le=1_000_000)
     granting_statuses: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)] = (

@@ -77,9 +77,11 @@ class Relay:
                 end.close()
 
     def stop(self) -> None:
-        assert self._listener is not None
+        if self._listener is None:
+            return  # already stopped
         self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone would not
         self._listener.close()
+        self._listener = None
         with self._lock:
             cut, self._sockets = self._sockets, set()
         for end in cut:
@@ -88,31 +90,44 @@ class Relay:
             end.close()
 
 
-@pytest.fixture
-def relayed(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Server, Relay, str]]:
-    """A server whose database connections all pass through a relay; the direct URL for the books."""
+@contextlib.contextmanager
+def relayed_server(postgres: PostgresServer, data_dir: Path, **env: str) -> Iterator[tuple[Server, Relay]]:
+    """A server whose database connections all pass through a relay."""
     direct = postgres.create_database()
     url = make_url(direct)
     relay = Relay((url.host or "127.0.0.1", url.port or 5432))
     relay.start()
     server = start_server(
-        tmp_path / "var",
+        data_dir,
         url.set(host="127.0.0.1", port=relay.port).render_as_string(False),
         AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S),
         AIBUDGET_SWEEP_INTERVAL_SECONDS="1",
+        **env,
     )
     try:
-        yield server, relay, direct
+        yield server, relay
     finally:
         stop_server(server)
         relay.stop()
         postgres.drop_database(direct)
 
 
+@pytest.fixture
+def relayed(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Server, Relay]]:
+    with relayed_server(postgres, tmp_path / "var") as running:
+        yield running
+
+
+@pytest.fixture
+def relayed_failing_open(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Server, Relay]]:
+    with relayed_server(postgres, tmp_path / "var", AIBUDGET_FAIL_OPEN="true") as running:
+        yield running
+
+
 def test_calls_fail_closed_while_the_database_is_gone_and_resume_without_restart(
-    relayed: tuple[Server, Relay, str],
+    relayed: tuple[Server, Relay],
 ) -> None:
-    server, relay, _direct = relayed
+    server, relay = relayed
     with server.budget() as books:
         open_practice(books, "p1", included_usd="5")
     service_key = key(server, "service")
@@ -160,4 +175,85 @@ def test_calls_fail_closed_while_the_database_is_gone_and_resume_without_restart
             return books.snapshot("p1").held_micros == 0
 
     assert wait_for(released, 10), server.logs()
+    assert "Traceback" not in server.logs()
+
+
+def test_with_fail_open_a_known_caller_is_admitted_without_a_hold_and_it_is_recorded(
+    relayed_failing_open: tuple[Server, Relay],
+) -> None:
+    server, relay = relayed_failing_open
+    with server.budget() as books:
+        open_practice(books, "p1", included_usd="5")
+        books.bind_device("desk-1", practice_id="p1")
+    practice_key, service_key, unused_key = (
+        key(server, "practice", "p1"),
+        key(server, "service"),
+        key(server, "service"),
+    )
+    desktop, backend = server.client(practice_key), server.client(service_key)
+    assert desktop.post("/v1/authorizations", json={**LETTER, "request_id": "before"}).status_code == 201
+    assert (
+        backend.post(
+            "/v1/authorizations", json={**LETTER, "request_id": "b", "practice_id": "p1"}
+        ).status_code
+        == 201
+    )
+
+    relay.stop()
+    admitted = desktop.post("/v1/authorizations", json={**LETTER, "request_id": "while-down"})
+    replayed = desktop.post("/v1/authorizations", json={**LETTER, "request_id": "while-down"})
+    with BudgetClient(server.url, service_key) as sdk:
+        by_sdk = sdk.authorize(
+            request_id="sdk-while-down", practice_id="p1", operation="letter", model="gpt-4o-mini"
+        )
+    unknown_caller = server.client(unused_key).post(
+        "/v1/authorizations", json={**LETTER, "request_id": "stranger", "practice_id": "p1"}
+    )
+    device_only = server.client(service_key, **{"X-Device-Id": "desk-1"}).post(
+        "/v1/authorizations", json={**LETTER, "request_id": "by-device"}
+    )
+    settle = {
+        "request_id": "while-down",
+        "model": "gpt-4o-mini",
+        "usage": {"input_tokens": 900, "output_tokens": 80},
+    }
+    settle_while_down = desktop.post("/v1/usage", json=settle)
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+
+    assert admitted.status_code == 201, admitted.text
+    body = admitted.json()
+    assert (body["status"], body["held_usd"], body["budget"]) == ("admitted_without_hold", "0.000000", None)
+    assert body["estimate_usd"] == "0.002608"  # 1000 in + the 4096-token default output cap of gpt-4o-mini
+    assert (replayed.status_code, replayed.json()["authorization_id"]) == (200, body["authorization_id"])
+    assert (by_sdk.status, by_sdk.budget, by_sdk.held_usd) == ("admitted_without_hold", None, 0)
+    # fail-open admits callers it knows and practices it can name, and never records usage blind
+    assert (unknown_caller.status_code, unknown_caller.json()["error_code"]) == (503, "DATABASE_UNAVAILABLE")
+    assert (device_only.status_code, device_only.json()["error_code"]) == (503, "DATABASE_UNAVAILABLE")
+    assert (settle_while_down.status_code, settle_while_down.json()["error_code"]) == (
+        503,
+        "DATABASE_UNAVAILABLE",
+    )
+    assert (
+        'aibudget_authorizations_total{outcome="admitted_without_hold",reason="database_unavailable"} 2.0'
+        in metrics
+    )
+    assert "fail-open: admitted request 'while-down' of practice 'p1'" in server.logs()
+
+    relay.start()
+
+    def recorded() -> bool:
+        with server.budget() as books:
+            return len(books.fail_open_admissions("p1")) == 2
+
+    assert wait_for(recorded, 10), server.logs()
+    with server.budget() as books:
+        rows = {row.request_id: row for row in books.fail_open_admissions("p1")}
+        assert rows["while-down"].admission_id == body["authorization_id"]
+        assert rows["while-down"].estimate_micros == 2608
+        assert rows["sdk-while-down"].admission_id == by_sdk.authorization_id
+    charged = desktop.post("/v1/usage", json=settle)
+    assert charged.status_code == 201, charged.text
+    assert charged.json()["cost_usd"] == "0.000183"  # 900 x 0.15 + 80 x 0.60 per million tokens
+    with server.budget() as books:
+        assert books.verify() == []
     assert "Traceback" not in server.logs()

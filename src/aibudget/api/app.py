@@ -3,6 +3,7 @@ the background workers and the proxy's upstream client."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,15 +22,20 @@ from aibudget.api import (
     observability,
     webhooks,
 )
+from aibudget.auth.recent import RecentKeys
+from aibudget.background import Periodic
 from aibudget.budget import Budget
 from aibudget.config import Settings
 from aibudget.dashboard import routes as dashboard
+from aibudget.errors import DatabaseUnavailable
 from aibudget.ledger.sweeper import Sweeper
 from aibudget.proxy import routes as proxy
 from aibudget.proxy.routes import MAX_UPLOAD_BYTES
 from aibudget.proxy.upstream import Upstream
 
 MAX_BODY_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class BodyLimit:
@@ -72,6 +78,13 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+def _record_last_admissions(budget: Budget) -> None:
+    try:
+        budget.record_admissions()
+    except DatabaseUnavailable:
+        log.error("calls admitted without a hold are not recorded: the database is unavailable at shutdown")
+
+
 def create_app(settings: Settings | None = None, *, budget: Budget | None = None) -> FastAPI:
     """The API over `budget`, or over a `Budget` opened from `settings` when the app starts."""
 
@@ -84,9 +97,19 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
         sweeper = Sweeper(opened.sweep, interval=opened.settings.sweep_interval_seconds).start()
         if notifier is not None:
             notifier.start()
+        app.state.recent_keys = RecentKeys() if opened.settings.fail_open else None
+        recorder = None
+        if opened.settings.fail_open:
+            recorder = Periodic(
+                opened.record_admissions, interval=1, name="aibudget-fail-open",
+                done="recorded %d calls admitted while the database was unavailable",
+            ).start()  # fmt: skip
         try:
             yield
         finally:
+            if recorder is not None:
+                recorder.stop()
+                _record_last_admissions(opened)
             if notifier is not None:
                 notifier.stop()
             sweeper.stop()

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from aibudget.auth.recent import RecentKeys
 from aibudget.auth.service import Principal, Role
 from aibudget.budget import Budget
-from aibudget.errors import Forbidden
+from aibudget.errors import DatabaseUnavailable, Forbidden
 
 
 async def get_budget(request: Request) -> Budget:
@@ -25,13 +26,26 @@ BudgetDep = Annotated[Budget, Depends(get_budget)]
 
 
 async def get_principal(
+    request: Request,
     budget: BudgetDep,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
 ) -> Principal:
     presented = None
     if authorization and authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()
-    return budget.authenticate(presented)
+    recent: RecentKeys | None = request.app.state.recent_keys  # set with fail-open only
+    if recent is None:
+        return budget.authenticate(presented)
+    try:
+        principal = budget.authenticate(presented)
+    except DatabaseUnavailable:
+        remembered = recent.recall(presented)
+        if remembered is None:
+            raise
+        return remembered
+    assert presented is not None, "authenticate refuses a missing key"
+    recent.remember(presented, principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -7,7 +7,7 @@ with a practice key (its own practice only, optionally naming its device). Repla
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -18,6 +18,8 @@ from aibudget.api import observability
 from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, practice_scope
 from aibudget.api.errors import problems
 from aibudget.api.schemas import Count, Model, Operation, PracticeId, RequestId, Seconds, Strict
+from aibudget.errors import DatabaseUnavailable
+from aibudget.ledger.fail_open import Admission
 from aibudget.ledger.service import Authorization, UsageEvent
 from aibudget.money import format_usd
 from aibudget.views.snapshot import Snapshot
@@ -48,7 +50,9 @@ class AuthorizationOut(BaseModel):
     held_usd: str
     estimate_usd: str
     expires_at: datetime
-    budget: dict[str, Any]
+    budget: dict[str, Any] | None = Field(
+        description="the client view after the call; null when admitted without a hold (fail-open)"
+    )
 
 
 class UsageIn(Strict):
@@ -119,6 +123,19 @@ def _authorization(authorization: Authorization) -> AuthorizationOut:
     )
 
 
+def _admission(admission: Admission, hold_ttl_seconds: int) -> AuthorizationOut:
+    return AuthorizationOut(
+        authorization_id=admission.admission_id,
+        request_id=admission.request_id,
+        practice_id=admission.practice_id,
+        status="admitted_without_hold",
+        held_usd=format_usd(0),
+        estimate_usd=format_usd(admission.estimate_micros),
+        expires_at=admission.admitted_at + timedelta(seconds=hold_ttl_seconds),
+        budget=None,
+    )
+
+
 def _usage(event: UsageEvent) -> UsageOut:
     return UsageOut(
         event_id=event.event_id,
@@ -151,15 +168,25 @@ def authorize(
     response: Response,
     device_id: DeviceId = None,
 ) -> AuthorizationOut:
-    """Hold the estimated cost of a call before making it; 402 with the refusal when nothing is left."""
-    authorization = budget.authorize(
-        practice_id=practice_scope(principal, body.practice_id),
-        device_id=device_id,
-        request_id=body.request_id,
-        operation=body.operation,
-        model=body.model,
-        **body.estimate.model_dump(),
-    )
+    """Hold the estimated cost of a call before making it; 402 with the refusal when nothing is left.
+
+    With `AIBUDGET_FAIL_OPEN` on, a call the database cannot decide is admitted without a hold:
+    status `admitted_without_hold`, `budget` null (see the README).
+    """
+    practice_id = practice_scope(principal, body.practice_id)
+    call: dict[str, Any] = {"request_id": body.request_id, "operation": body.operation, "model": body.model}
+    estimate = body.estimate.model_dump()
+    try:
+        authorization = budget.authorize(practice_id=practice_id, device_id=device_id, **call, **estimate)
+    except DatabaseUnavailable:
+        if not budget.settings.fail_open or practice_id is None:  # a device alone names no practice
+            raise
+        admission = budget.admit_without_hold(practice_id=practice_id, **call, **estimate)
+        if admission.replayed:
+            response.status_code = 200
+        else:
+            observability.record_fail_open()
+        return _admission(admission, budget.settings.hold_ttl_seconds)
     observability.record_authorization(authorization)
     if authorization.replayed:
         response.status_code = 200

@@ -69,7 +69,8 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )  # fmt: skip
 AUTHORIZATIONS = Counter(
-    "aibudget_authorizations", "Authorization decisions: new holds, and every refusal served (402)",
+    "aibudget_authorizations",
+    "Authorization decisions: new holds, admissions without a hold (fail-open), every refusal served (402)",
     ["outcome", "reason"],
 )  # fmt: skip
 SETTLEMENTS = Counter("aibudget_settlements", "Calls settled (replays not counted)", ["status"])
@@ -106,6 +107,11 @@ def record_authorization(authorization: Authorization) -> None:
     """Count a new hold (a replay is the same decision, already counted)."""
     if not authorization.replayed:
         AUTHORIZATIONS.labels("authorized", "none").inc()
+
+
+def record_fail_open() -> None:
+    """Count a call admitted without a hold because the database was unavailable (fail-open)."""
+    AUTHORIZATIONS.labels("admitted_without_hold", "database_unavailable").inc()
 
 
 def record_refusal(reason: str) -> None:

@@ -55,7 +55,8 @@ class ApiKey:
     revoked_at: datetime | None
 
 
-def _hash(key: str) -> str:
+def secret_hash(key: str) -> str:
+    """How a key or token is stored and compared: SHA-256, hex."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -84,7 +85,7 @@ def create_key(
         raise InvalidInput("label must be 1-200 printable characters", field="label")
     key_id = secrets.token_hex(8)
     key = f"aib_{key_id}_{secrets.token_urlsafe(32)}"
-    values = {"key_id": key_id, "key_hash": _hash(key), "role": role, "practice_id": practice_id,
+    values = {"key_id": key_id, "key_hash": secret_hash(key), "role": role, "practice_id": practice_id,
               "label": label, "created_at": now}  # fmt: skip
     repository.insert_key(connection, values)
     return ApiKey(key_id, role, practice_id, label, now, None), key
@@ -100,7 +101,7 @@ def authenticate(connection: Connection, presented: str | None, *, admin_key: st
     found = repository.key_for_check(connection, match.group(1)) if match else None
     # compare a hash even when nothing was found, so timing does not tell a missing id from a bad secret
     stored_hash = found[0] if found else "0" * 64
-    if not hmac.compare_digest(_hash(presented), stored_hash) or found is None or found[3] is not None:
+    if not hmac.compare_digest(secret_hash(presented), stored_hash) or found is None or found[3] is not None:
         raise Unauthorized("this API key is not valid or was revoked")
     assert match is not None
     return Principal(match.group(1), cast(Role, found[1]), found[2])

@@ -11,7 +11,6 @@ ends every session it opened at their next request. Expired rows are removed at 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select
 
-from aibudget.auth.service import ENV_ADMIN, Principal, Unauthorized
+from aibudget.auth.service import ENV_ADMIN, Principal, Unauthorized, secret_hash
 from aibudget.store import tables
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -41,10 +40,6 @@ class AdminSession:
         return csrf_token is not None and hmac.compare_digest(csrf_token.encode(), self.csrf_token.encode())
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def open_session(connection: Connection, principal: Principal, *, now: datetime) -> AdminSession:
     """A new session for an authenticated admin; `Unauthorized` for any other role."""
     if principal.role != "admin":
@@ -58,7 +53,7 @@ def open_session(connection: Connection, principal: Principal, *, now: datetime)
     )
     connection.execute(
         sessions.insert().values(
-            session_hash=_hash(session.token),
+            session_hash=secret_hash(session.token),
             key_id=session.key_id,
             csrf_token=session.csrf_token,
             created_at=now,
@@ -83,7 +78,7 @@ def find_session(
             keys.c.revoked_at,
         )
         .select_from(sessions.outerjoin(keys, keys.c.key_id == sessions.c.key_id))
-        .where(sessions.c.session_hash == _hash(token), sessions.c.expires_at > now)
+        .where(sessions.c.session_hash == secret_hash(token), sessions.c.expires_at > now)
     ).first()
     if row is None:
         return None
@@ -93,4 +88,4 @@ def find_session(
 
 def close_session(connection: Connection, token: str) -> None:
     """Sign out: the token signs nobody in any more."""
-    connection.execute(delete(sessions).where(sessions.c.session_hash == _hash(token)))
+    connection.execute(delete(sessions).where(sessions.c.session_hash == secret_hash(token)))

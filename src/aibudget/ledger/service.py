@@ -133,11 +133,11 @@ def _check(value: object, field: str, pattern: re.Pattern[str], what: str) -> st
     return value
 
 
-def _request_id(request_id: object) -> str:
+def check_request_id(request_id: object) -> str:
     return _check(request_id, "request_id", _REQUEST_ID, "1-128 printable ASCII characters without spaces")
 
 
-def _operation(operation: object) -> str:
+def check_operation(operation: object) -> str:
     return _check(operation, "operation", _OPERATION, "1-32 characters of A-Z a-z 0-9 . _ : -")
 
 
@@ -192,12 +192,12 @@ def authorize(
 ) -> Authorization | Refusal | Deferred:
     """Hold the estimated cost against the practice's availability, or refuse (SPEC §4); `on_refusal`
     may refine the reason of a refusal or defer it (see `RefusalHook`)."""
-    body = {"operation": _operation(operation), "model": model, "estimate": estimate.as_json()}
+    body = {"operation": check_operation(operation), "model": model, "estimate": estimate.as_json()}
     body_hash = _body_hash(body)
     state = _write_state(connection, practice_id, now, rules)
     practice = state.practice
     existing, settled = repository.authorization_or_settled(
-        connection, practice.practice_id, _request_id(request_id)
+        connection, practice.practice_id, check_request_id(request_id)
     )
     if existing is None and settled:  # a hold now would wait for a settle that already happened
         raise Conflict(
@@ -320,7 +320,7 @@ def settle(
     body_hash = _body_hash(body)
     state = _write_state(connection, practice_id, now, rules)
     practice = state.practice
-    existing = repository.settlement(connection, practice.practice_id, _request_id(request_id))
+    existing = repository.settlement(connection, practice.practice_id, check_request_id(request_id))
     if existing is not None:
         if existing.body_hash != body_hash:
             raise IdempotencyConflict(
@@ -350,7 +350,9 @@ def settle(
     )
     overage = sum(part.amount_micros for part in split if part.pot == "overage")
     values = (
-        _event_values(practice, state, request_id, _operation(operation), model, device, now, status=status)
+        _event_values(
+            practice, state, request_id, check_operation(operation), model, device, now, status=status
+        )
         | _usage_values(usage, price)
         | {
             "period_id": period.period_id if period else None,
@@ -416,7 +418,7 @@ def void(
     """Release the hold of a call that was not made. Voiding twice returns the first result."""
     state = _write_state(connection, practice_id, now, rules)
     practice = state.practice
-    held = repository.authorization(connection, practice.practice_id, _request_id(request_id))
+    held = repository.authorization(connection, practice.practice_id, check_request_id(request_id))
     if held is None:
         if repository.settlement(connection, practice.practice_id, request_id) is not None:
             raise Conflict(f"request_id {request_id!r} is settled; its cost stands", field="request_id")

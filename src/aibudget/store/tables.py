@@ -400,3 +400,19 @@ admin_sessions = Table(
     Column("expires_at", Instant, nullable=False),
     Index(None, "expires_at"),
 )
+
+# calls let through without a hold while the database was unavailable (`ledger.fail_open`); written
+# once the database is back. Not tied to `practices`: the practice could not be checked at the time.
+fail_open_admissions = Table(
+    "fail_open_admissions",
+    metadata,
+    Column("practice_id", PracticeId, primary_key=True),
+    Column("request_id", RequestId, primary_key=True),
+    Column("operation", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    _micros("estimate_micros"),
+    Column("admitted_at", Instant, nullable=False),
+    Column("recorded_at", Instant, nullable=False),
+    Column("admission_id", String(40), nullable=False),  # the authorization id the caller got
+    Index(None, "admitted_at"),
+)
