@@ -26,7 +26,7 @@ from aibudget.credit import topup
 from aibudget.errors import InvalidInput
 from aibudget.ledger import reports, repository
 from aibudget.ledger.state import LedgerRules, current_state
-from aibudget.notify.delivery import Transaction
+from aibudget.store.dialect import Transaction
 from aibudget.views.client import WarningLevel, available_percent, warning_level
 from aibudget.views.snapshot import Snapshot
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import httpx
 from sqlalchemy import Connection
@@ -40,6 +40,7 @@ from aibudget.config import Settings
 from aibudget.errors import ConfigError
 from aibudget.notify import outbox
 from aibudget.notify.outbox import Notification
+from aibudget.store.dialect import Transaction
 
 SIGNATURE_HEADER = "AIBudget-Signature"
 EVENT_HEADER = "AIBudget-Event"
@@ -52,12 +53,6 @@ BATCH = 50
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-class Transaction(Protocol):
-    """Runs `work` in one transaction and returns its result (`Budget._read` / `Budget._write`)."""
-
-    def __call__(self, work: Callable[[Connection], T], /) -> T: ...
 
 
 def sign(body: bytes, secret: str, timestamp: int) -> str:

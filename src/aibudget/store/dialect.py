@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -135,6 +135,12 @@ def is_unavailable(error: DBAPIError) -> bool:
         # a PostgreSQL driver error without a state is a connection that failed
         return sqlite_name is None or sqlite_name.startswith(_UNAVAILABLE_SQLITE)
     return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+class Transaction(Protocol):
+    """Runs `work` in one transaction and returns its result (`Budget._read` / `Budget._write`)."""
+
+    def __call__(self, work: Callable[[Connection], T], /) -> T: ...
 
 
 def run_transaction(
