@@ -42,6 +42,7 @@ def as_snapshot_shows(budget: Budget, practice_id: str, name: str = "Praxis Must
     view = snapshot.client_view()
     return {
         "practice_id": practice_id, "name": name, "plan": snapshot.plan,
+        "subscribed": snapshot.subscription_id is not None,
         "available_percent": view.available_percent, "warning_level": view.warning_level,
         "spend_micros": snapshot.used_micros, "included_micros": snapshot.included_micros,
         "extra_credit_micros": snapshot.extra_credit_remaining_micros, "held_micros": snapshot.held_micros,
@@ -49,7 +50,7 @@ def as_snapshot_shows(budget: Budget, practice_id: str, name: str = "Praxis Must
 
 
 def shown(row: OverviewRow) -> dict[str, Any]:
-    fields = ("practice_id", "name", "plan", "available_percent", "warning_level", "spend_micros",
+    fields = ("practice_id", "name", "plan", "subscribed", "available_percent", "warning_level", "spend_micros",
               "included_micros", "extra_credit_micros", "held_micros")  # fmt: skip
     return {field: getattr(row, field) for field in fields}
 

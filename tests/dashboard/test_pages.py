@@ -200,6 +200,7 @@ def test_overview_search_sort_and_pages(page: Page, server: Server, practice: di
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#practices tbody tr")).to_have_count(3)
     expect(page.locator("#practices caption")).to_contain_text("3 practices matching")
+    expect(page.locator("#practices tbody .level")).to_have_text(["No subscription"] * 3)  # not "Exhausted"
     header = page.locator("#practices thead th").first
     expect(header).to_have_attribute("aria-sort", "ascending")  # by id, the default
     header.get_by_role("link").click()

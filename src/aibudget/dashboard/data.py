@@ -42,6 +42,7 @@ class OverviewRow:
     practice_id: str
     name: str
     plan: str | None
+    subscribed: bool  # whether a subscription grants AI access now; without, nothing is available
     available_percent: int
     warning_level: WarningLevel
     spend_micros: int  # all cost posted this period, whichever pot paid (the snapshot's `used_micros`)
@@ -102,6 +103,7 @@ def _row(name: str, snapshot: Snapshot, *, charging: bool) -> OverviewRow:
         practice_id=snapshot.practice_id,
         name=name,
         plan=snapshot.plan,
+        subscribed=snapshot.subscription_id is not None,
         available_percent=available_percent(snapshot),
         warning_level=warning_level(snapshot),
         spend_micros=snapshot.used_micros,
