@@ -267,11 +267,19 @@ def test_a_charge_stripe_never_answered_is_sent_again_with_the_same_key(
 ) -> None:
     exhaust_without_topup(paying, "start")
     fake_stripe.fail_next(10, status=500)
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(BudgetExceeded) as refused:
         paying.authorize(request_id="during-outage", practice_id=PRACTICE, operation="letter",
                          model="gpt-4o", input_tokens=1000)  # fmt: skip
     [attempt] = paying.topup_attempts(PRACTICE)
     assert attempt.status == "pending"  # not failed: the card was never refused
+    # the refusal says credit is on its way, not that it is used up: buying more now would pay twice
+    assert refused.value.payload["reason"] == "auto_topup_pending"
+    assert "gerade automatisch aufgeladen" in str(refused.value.payload["message_user"])
+    with pytest.raises(BudgetExceeded) as again:
+        paying.authorize(request_id="still-pending", practice_id=PRACTICE, operation="letter",
+                         model="gpt-4o", input_tokens=1000)  # fmt: skip
+    assert again.value.payload["reason"] == "auto_topup_pending"
+    assert len(paying.topup_attempts(PRACTICE)) == 1  # single flight: no second charge was claimed
     fake_stripe.fail_next(0)
 
     clock.advance(seconds=30)

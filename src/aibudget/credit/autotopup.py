@@ -46,7 +46,7 @@ from aibudget.views import texts
 from aibudget.views.snapshot import Snapshot
 
 attempts, settings_table = tables.topup_attempts, tables.auto_topup_settings
-PAUSED, MONTHLY_LIMIT = "auto_topup_paused", "auto_topup_monthly_limit"
+PAUSED, MONTHLY_LIMIT, PENDING = "auto_topup_paused", "auto_topup_monthly_limit", "auto_topup_pending"
 COUNTED = ("pending", "succeeded")  # what the monthly caps count
 # a pending attempt this old never got its answer (a crash, a timeout): charge it again, same key
 RECHARGE_AFTER = timedelta(seconds=60)
@@ -124,13 +124,15 @@ def _within_caps(connection: Connection, settings: TopupSettings, snapshot: Snap
 
 
 def refusal_reason(connection: Connection, snapshot: Snapshot, now: datetime) -> str | None:
-    """Why automatic top-up cannot save a call now (`auto_topup_paused`, `auto_topup_monthly_limit`),
-    or None when it is off or could still run."""
+    """Why automatic top-up cannot save a call now (`auto_topup_paused`, `auto_topup_pending` while
+    a charge is under way, `auto_topup_monthly_limit`), or None when it is off or could still run."""
     settings = read_settings(connection, snapshot.practice_id)
     if not settings.enabled:
         return None
     if settings.paused_reason is not None:
         return PAUSED
+    if settings.attempt_in_flight is not None:  # credit is on its way: asking again soon will do
+        return PENDING
     if not _within_caps(connection, settings, snapshot, now):
         return MONTHLY_LIMIT
     return None

@@ -26,6 +26,7 @@ REASONS = (
     "no_active_subscription",
     "auto_topup_paused",
     "auto_topup_monthly_limit",
+    "auto_topup_pending",
 )
 
 # reason -> (msgid when the renewal date is known, msgid without a date), marked for extraction.
@@ -47,6 +48,11 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     "auto_topup_monthly_limit": (
         N_("Refusal: automatic top-up monthly limit, renews on {renewal_date}"),
         N_("Refusal: automatic top-up monthly limit"),
+    ),
+    # a charge is under way: the call may go through in a moment, so no date and no purchase advice
+    "auto_topup_pending": (
+        N_("Refusal: automatic top-up in progress"),
+        N_("Refusal: automatic top-up in progress"),
     ),
 }
 
