@@ -135,18 +135,20 @@ def test_the_search_matches_id_or_name_ignoring_case_and_takes_wildcards_literal
     create_practice(budget, "zh_2", name="Hausarztpraxis Zentrum")
     create_practice(budget, "be-1", name="100% Gesundheit")
     create_practice(budget, "be-2", name="Praxis Bern")
+    create_practice(budget, "gr-1", name="PRAXIS DR. MÜLLER")
 
     def found(query: str) -> list[str]:
         page = budget.overview(query=query)
         assert (page.query, page.total) == (query, len(page.rows))
         return [row.practice_id for row in page.rows]
 
-    assert found("PRAXIS") == ["be-2", "zh-1", "zh_2"]
+    assert found("PRAXIS") == ["be-2", "gr-1", "zh-1", "zh_2"]
     assert found("zh") == ["zh-1", "zh_2"]
     assert found("_") == ["zh_2"]
     assert found("%") == ["be-1"]
     assert found("!") == []
-    assert found("") == ["be-1", "be-2", "zh-1", "zh_2"]
+    assert found("müller") == found("Müller") == ["gr-1"]  # beyond ASCII, on both engines
+    assert found("") == ["be-1", "be-2", "gr-1", "zh-1", "zh_2"]
 
 
 def test_rows_are_sorted_then_paged_ties_by_practice_id(practices: Budget) -> None:

@@ -56,12 +56,7 @@ _STATE_OF = """
     LEFT JOIN auto_topup_settings t ON t.practice_id = p.practice_id
 """
 _STATE = Statement(_STATE_OF + "WHERE p.practice_id = :practice_id")
-# `!` escapes LIKE's wildcards in the pattern; lower() on both sides makes the match ignore case
-# (SQLite's lower() folds ASCII letters only, so there a capital Ü matches only itself)
-_STATES = Statement(
-    _STATE_OF
-    + "WHERE lower(p.practice_id) LIKE :pattern ESCAPE '!' OR lower(p.name) LIKE :pattern ESCAPE '!'"
-)
+_STATES = Statement(_STATE_OF)
 
 
 def _state_row(row: tuple[Any, ...]) -> StateRow:
@@ -78,10 +73,18 @@ def state(connection: Connection, practice_id: str) -> StateRow | None:
 
 def states(connection: Connection, *, matching: str = "") -> list[StateRow]:
     """`state` of every practice whose id or name contains `matching` (ignoring case), in one query
-    and in no particular order; all practices when `matching` is empty."""
-    escaped = matching.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    rows = _STATES.run(connection, {"pattern": f"%{escaped}%"}).fetchall()
-    return [_state_row(row) for row in rows]
+    and in no particular order; all practices when `matching` is empty.
+
+    Matched here, not in SQL: SQLite's lower() and PostgreSQL's under the C locale fold ASCII only,
+    and a search for "müller" must find "Praxis Müller". Every row is read either way.
+    """
+    folded = matching.casefold()
+    rows = _STATES.run(connection, {}).fetchall()
+    return [
+        _state_row(row)
+        for row in rows
+        if not folded or folded in row[0].casefold() or folded in row[1].casefold()
+    ]
 
 
 def subscribed_practices(connection: Connection, statuses: Sequence[str]) -> set[str]:
