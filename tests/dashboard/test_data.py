@@ -50,8 +50,8 @@ def as_snapshot_shows(budget: Budget, practice_id: str, name: str = "Praxis Must
 
 
 def shown(row: OverviewRow) -> dict[str, Any]:
-    fields = ("practice_id", "name", "plan", "subscribed", "available_percent", "warning_level", "spend_micros",
-              "included_micros", "extra_credit_micros", "held_micros")  # fmt: skip
+    fields = ("practice_id", "name", "plan", "subscribed", "available_percent", "warning_level",
+              "spend_micros", "included_micros", "extra_credit_micros", "held_micros")  # fmt: skip
     return {field: getattr(row, field) for field in fields}
 
 
