@@ -30,6 +30,10 @@ LETTER = {"operation": "letter", "model": "gpt-4o-mini", "estimate": {"input_tok
 HOLD_TTL_S = 3
 
 
+def authorize(client: httpx.Client, request_id: str, **extra: str) -> httpx.Response:
+    return client.post("/v1/authorizations", json={**LETTER, "request_id": request_id, **extra})
+
+
 def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -132,17 +136,10 @@ def test_calls_fail_closed_while_the_database_is_gone_and_resume_without_restart
         open_practice(books, "p1", included_usd="5")
     service_key = key(server, "service")
     service = server.client(service_key)
-    assert (
-        service.post(
-            "/v1/authorizations", json={**LETTER, "request_id": "before", "practice_id": "p1"}
-        ).status_code
-        == 201
-    )
+    assert authorize(service, "before", practice_id="p1").status_code == 201
 
     relay.stop()
-    down = service.post(
-        "/v1/authorizations", json={**LETTER, "request_id": "while-down", "practice_id": "p1"}
-    )
+    down = authorize(service, "while-down", practice_id="p1")
     settle = {"request_id": "settled", "practice_id": "p1", "model": "gpt-4o-mini",
               "usage": {"input_tokens": 1000, "output_tokens": 100}}  # fmt: skip
     lost = service.post("/v1/usage", json=settle)
@@ -191,27 +188,17 @@ def test_with_fail_open_a_known_caller_is_admitted_without_a_hold_and_it_is_reco
         key(server, "service"),
     )
     desktop, backend = server.client(practice_key), server.client(service_key)
-    assert desktop.post("/v1/authorizations", json={**LETTER, "request_id": "before"}).status_code == 201
-    assert (
-        backend.post(
-            "/v1/authorizations", json={**LETTER, "request_id": "b", "practice_id": "p1"}
-        ).status_code
-        == 201
-    )
+    assert authorize(desktop, "before").status_code == 201
+    assert authorize(backend, "b", practice_id="p1").status_code == 201
 
     relay.stop()
-    admitted = desktop.post("/v1/authorizations", json={**LETTER, "request_id": "while-down"})
-    replayed = desktop.post("/v1/authorizations", json={**LETTER, "request_id": "while-down"})
+    admitted, replayed = authorize(desktop, "while-down"), authorize(desktop, "while-down")
     with BudgetClient(server.url, service_key) as sdk:
         by_sdk = sdk.authorize(
             request_id="sdk-while-down", practice_id="p1", operation="letter", model="gpt-4o-mini"
         )
-    unknown_caller = server.client(unused_key).post(
-        "/v1/authorizations", json={**LETTER, "request_id": "stranger", "practice_id": "p1"}
-    )
-    device_only = server.client(service_key, **{"X-Device-Id": "desk-1"}).post(
-        "/v1/authorizations", json={**LETTER, "request_id": "by-device"}
-    )
+    unknown_caller = authorize(server.client(unused_key), "stranger", practice_id="p1")
+    device_only = authorize(server.client(service_key, **{"X-Device-Id": "desk-1"}), "by-device")
     settle = {
         "request_id": "while-down",
         "model": "gpt-4o-mini",
