@@ -642,8 +642,11 @@ class Budget:
         return self._read(lambda connection: autotopup.list_attempts(connection, practice_id, limit=limit))
 
     def credit_offers(self, practice_id: str) -> list[Offer]:
-        """The credit packages for sale to the practice, priced in its currency."""
+        """The credit packages for sale to the practice, priced in its currency; none while payments
+        are off (no Stripe key), as none could be bought."""
         practice = self.get_practice(practice_id)
+        if self._gateway is None:
+            return []
         return packages.offers(self.settings.credit_packages, locale=practice.locale)
 
     def checkout(

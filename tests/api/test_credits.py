@@ -119,6 +119,16 @@ SETTINGS = {"enabled": True, "threshold_usd": "2.00", "package_usd": "20", "mont
             "monthly_max_usd": "60"}  # fmt: skip
 
 
+def test_nothing_is_for_sale_while_payments_are_off(server: Server) -> None:
+    practice_id = practice(server)
+    with server.client(key(server, "practice", practice_id)) as desktop:
+        offered = desktop.get(f"/v1/practices/{practice_id}/credits/packages")
+        missing = desktop.get(f"/v1/practices/{new_id()}/credits/packages")
+
+    assert (offered.status_code, offered.json()) == (200, [])  # a buy button would only fail
+    assert missing.status_code == 403  # another practice's, whether it exists or not
+
+
 def test_auto_topup_is_off_until_configured(server: Server) -> None:
     practice_id = practice(server)
     with server.client(key(server, "service")) as backend:
