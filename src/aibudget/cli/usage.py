@@ -1,5 +1,6 @@
-"""`aibudget usage report` and `prune`: a practice's ledger events or their totals per day, model or
-operation, optionally of one status, model or operation; removing old history without changing any
+"""`aibudget usage report`, `admitted` and `prune`: a practice's ledger events or their totals per
+day, model or operation, optionally of one status, model or operation; the calls admitted without a
+hold while the database was unavailable (fail-open); removing old history without changing any
 balance."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typer
 from aibudget.cli import app, emit_json, emit_table, fail_on, open_budget
 from aibudget.errors import InvalidInput
 from aibudget.ledger.reports import DEFAULT_LIMIT, MAX_LIMIT, STATUSES, parse_bound
+from aibudget.money import to_decimal
 from aibudget.views import report as render
 
 usage_app = typer.Typer(help="Usage reports.", no_args_is_help=True)
@@ -83,6 +85,32 @@ def report(
     else:
         columns = EVENT_TABLE if usage.group_by is None else render.columns(usage.group_by)
         emit_table(render.rows_as_json(usage), columns)
+
+
+@usage_app.command(
+    "admitted",
+    epilog="Example: aibudget usage admitted --practice praxis-muster --json",
+)
+def admitted(
+    ctx: typer.Context,
+    practice_id: Annotated[str | None, typer.Option("--practice", help="Only this practice's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """The calls admitted without a hold while the database was unavailable (AIBUDGET_FAIL_OPEN),
+    oldest first; what each cost is charged by its settle, if one came."""
+    with open_budget(ctx, {"practice_id": "--practice"}) as budget:
+        rows = [
+            {"admitted_at": admission.admitted_at, "practice_id": admission.practice_id,
+             "request_id": admission.request_id, "operation": admission.operation, "model": admission.model,
+             "estimate_usd": to_decimal(admission.estimate_micros), "admission_id": admission.admission_id}
+            for admission in budget.fail_open_admissions(practice_id)
+        ]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        typer.echo("no call was admitted without a hold")
+    else:
+        emit_table(rows, list(rows[0])[:-1])  # the admission id is for matching, in JSON
 
 
 @usage_app.command(
