@@ -32,7 +32,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import statistics
 import tempfile
 import threading
 import time
@@ -41,9 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _load import Connection, authorization, free_port, serve, usage
+from _load import Connection, authorization, free_port, open_budget, percentiles, serve, subscribe, usage
 from _machine import machine
-from aibudget import Budget, Settings
 
 RESULTS = Path(__file__).parent / "results" / "http_api.json"
 
@@ -163,41 +161,16 @@ def drive_latency(port: int, key: str, run: str) -> dict[str, Any]:
         "not_sent": total - len(latencies),
         "errors": len(failures),
         "achieved_rate_per_s": round(len(latencies) / elapsed, 1),
-        "from_due_time_ms": _percentiles(latencies),
-        "from_send_ms": _percentiles(service),
-    }
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-
-    return {
-        "p50": at(0.50),
-        "p90": at(0.90),
-        "p99": at(0.99),
-        "max": round(ordered[-1] * 1000, 3),
-        "mean": round(statistics.fmean(ordered) * 1000, 3),
+        "from_due_time_ms": percentiles(latencies),
+        "from_send_ms": percentiles(service),
     }
 
 
 def _prepare(data_dir: Path) -> str:
     """A practice on a plan with a huge budget, and a service key for the load process."""
-    now = int(time.time())
-    url = f"sqlite:///{data_dir / 'aibudget.sqlite3'}"
-    with Budget.open(url, settings=Settings.load(data_dir=data_dir)) as budget:
-        budget.put_practice(PRACTICE, name="Praxis Benchmark")
+    with open_budget(data_dir) as budget:
         budget.put_plan(PLAN, included_usd="1000000")
-        budget.put_subscription(
-            "sub_bench_http",
-            practice_id=PRACTICE,
-            plan=PLAN,
-            status="active",
-            current_period_start=now - 3_600,
-            current_period_end=now + 30 * 86_400,
-        )
+        subscribe(budget, PRACTICE, plan=PLAN)
         return budget.create_key(role="service", label="bench/http_api.py")[1]
 
 

@@ -57,7 +57,7 @@ import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from _load import Connection, authorization, free_port, serve, usage
+from _load import Connection, authorization, free_port, serve, subscribe, usage
 from _machine import machine
 from aibudget import Budget, Settings
 from aibudget.money import parse_usd
@@ -201,26 +201,13 @@ def _admin(url: str) -> psycopg.Connection[tuple[Any, ...]]:
     return psycopg.connect(plain, autocommit=True, connect_timeout=5)
 
 
-def _subscribe(budget: Budget, practice_id: str, *, plan: str, policy: str = "allow_last_call") -> None:
-    now = int(time.time())
-    budget.put_practice(practice_id, name="Praxis Benchmark", policy=policy)
-    budget.put_subscription(
-        f"sub-{practice_id}",
-        practice_id=practice_id,
-        plan=plan,
-        status="active",
-        current_period_start=now - 3_600,
-        current_period_end=now + 30 * 86_400,
-    )
-
-
 def _prepare(budget: Budget) -> str:
     """PRACTICES practices with a huge budget, the hot strict practice, and a service key."""
     budget.put_plan(PLAN, included_usd="1000000")
     for n in range(PRACTICES):
-        _subscribe(budget, f"bench-{n:03}", plan=PLAN)
+        subscribe(budget, f"bench-{n:03}", plan=PLAN)
     budget.put_plan(HOT_PLAN, included_usd=HOT_INCLUDED_USD)
-    _subscribe(budget, HOT, plan=HOT_PLAN, policy="strict")
+    subscribe(budget, HOT, plan=HOT_PLAN, policy="strict")
     budget.grant_credit(HOT, amount_usd=HOT_GRANT_USD, source="purchase", reference="bench-hot-grant")
     return budget.create_key(role="service", label="bench/postgres.py")[1]
 

@@ -23,9 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fa
 
 from tests.fake_openai import FakeOpenAI
 
-from _load import free_port, serve
+from _load import free_port, open_budget, serve, subscribe
 from _machine import machine
-from aibudget import Budget, Settings
 
 RESULTS = Path(__file__).parent / "results" / "proxy.json"
 ROUNDS, PER_ROUND, WARMUP = 10, 50, 50
@@ -61,14 +60,9 @@ class Client:
 
 
 def _prepare(data_dir: Path) -> str:
-    now = int(time.time())
-    url = f"sqlite:///{data_dir / 'aibudget.sqlite3'}"
-    with Budget.open(url, settings=Settings.load(data_dir=data_dir)) as budget:
-        budget.put_practice(PRACTICE, name="Praxis Benchmark")
+    with open_budget(data_dir) as budget:
         budget.put_plan(PLAN, included_usd="1000000")
-        budget.put_subscription("sub_bench_proxy", practice_id=PRACTICE, plan=PLAN, status="active",
-                                current_period_start=now - 3_600,
-                                current_period_end=now + 30 * 86_400)  # fmt: skip
+        subscribe(budget, PRACTICE, plan=PLAN)
         return budget.create_key(role="practice", practice_id=PRACTICE, label="bench/proxy.py")[1]
 
 

@@ -1,4 +1,4 @@
-"""Run every benchmark in bench/ (each a standalone script) and gather their results.
+"""Run every benchmark in bench/ (each a standalone script; not the soak: NOT_RUN) and gather results.
 
 Each script prints a markdown table and writes `bench/results/<name>.json`; this runner runs them
 one after the other (never in parallel: they would measure each other) and writes
@@ -19,6 +19,9 @@ from _machine import machine
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
+# not a benchmark of its own numbers but a 10-minute stability check (flat memory, steady latency):
+# run on its own with `make soak`
+NOT_RUN = frozenset({"soak.py"})
 
 
 def _run(script: Path) -> str:
@@ -37,7 +40,9 @@ def _run(script: Path) -> str:
 def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     scripts = sorted(
-        path for path in HERE.glob("*.py") if path.name != "run.py" and not path.name.startswith("_")
+        path
+        for path in HERE.glob("*.py")
+        if path.name != "run.py" and path.name not in NOT_RUN and not path.name.startswith("_")
     )
     report: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
