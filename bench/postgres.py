@@ -340,7 +340,7 @@ def main() -> int:
         "results": result,
     }
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{elapsed:.1f} s; written to {RESULTS}")
+    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
     if books["overspend_micros"] > 0 or books["verify_discrepancies"] or books["held_micros"]:
         print("The hot practice's books are wrong: see 'books' in the results.", file=sys.stderr)
         return 1

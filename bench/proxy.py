@@ -148,7 +148,7 @@ def main() -> None:
         "results": results,
     }
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{elapsed:.1f} s; written to {RESULTS}")
+    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
 
 
 if __name__ == "__main__":
