@@ -44,7 +44,7 @@ from aibudget.errors import BudgetExceeded, DatabaseUnavailable, InvalidInput, P
 from aibudget.ledger import alerts, fail_open, reports, retention
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
-from aibudget.ledger.fail_open import Admission, Journal, JournalFull
+from aibudget.ledger.fail_open import JOURNAL_DIRECTORY, Admission, Journal, JournalFull, JournalUnwritable
 from aibudget.ledger.reports import UsageReport
 from aibudget.ledger.retention import Pruned
 from aibudget.ledger.service import Authorization, Deferred, Refusal, UsageEvent
@@ -104,7 +104,8 @@ class Budget:
         self._charges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aibudget-topup")
         self._sender: Sender | None = None  # made on first delivery: no HTTP client unless needed
         self._sender_lock = threading.Lock()
-        self._journal = Journal()  # calls admitted without a hold (fail-open), until written
+        # calls admitted without a hold (fail-open), until written
+        self._journal = Journal(settings.data_dir / JOURNAL_DIRECTORY)
 
     @classmethod
     def open(
@@ -128,6 +129,7 @@ class Budget:
 
     def close(self) -> None:
         self._charges.shutdown(wait=True)
+        self._journal.close()
         if self._sender is not None:
             self._sender.close()
         self.engine.dispose()
@@ -332,8 +334,10 @@ class Budget:
         """Fail open: admit a call `authorize` could not decide because the database is unavailable.
 
         Only for `AIBUDGET_FAIL_OPEN` (see `ledger.fail_open`): nothing is held or checked, the call
-        is logged and kept for `record_admissions`. A replay gets the first admission while it is
-        kept (`.replayed` True). Raises `DatabaseUnavailable` when `JOURNAL_LIMIT` admissions already wait.
+        is logged and kept for `record_admissions`, in memory and in a file under the data directory
+        that outlives the process. A replay gets the first admission while it is kept (`.replayed`
+        True). Raises `DatabaseUnavailable` when `JOURNAL_LIMIT` admissions already wait or the
+        file cannot be written.
         """
         estimate = Estimate(input_tokens, prompt_chars, max_output_tokens, audio_seconds)
         now = self.clock()
@@ -348,8 +352,8 @@ class Budget:
         )
         try:
             admitted = self._journal.admit(admission)
-        except JournalFull as full:
-            raise DatabaseUnavailable(f"the database is unavailable and {full}") from full
+        except (JournalFull, JournalUnwritable) as refused:
+            raise DatabaseUnavailable(f"the database is unavailable and {refused}") from refused
         if not admitted.replayed:
             log.warning(
                 "fail-open: admitted request %r of practice %r without a hold; the database is unavailable",
@@ -358,7 +362,8 @@ class Budget:
         return admitted
 
     def record_admissions(self) -> int:
-        """Write the admissions `admit_without_hold` kept; how many. Raises `DatabaseUnavailable`."""
+        """Write the admissions `admit_without_hold` kept, and those a process that died kept in the
+        same data directory; how many. Raises `DatabaseUnavailable`."""
         return self._journal.write(self.engine, self.clock())
 
     def fail_open_admissions(self, practice_id: str | None = None) -> list[Admission]:

@@ -1,13 +1,20 @@
 """Admissions without a hold (fail-open): kept until written, written once, never past the journal's
-limit. End to end — a server whose database goes away — in tests/api/test_database_unavailable.py."""
+limit, never lost with the process that made them. End to end — a server whose database goes away —
+in tests/api/test_database_unavailable.py."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from aibudget import Budget
-from aibudget.errors import InvalidInput
-from aibudget.ledger.fail_open import Admission, Journal, JournalFull
+from aibudget import Budget, Settings
+from aibudget.errors import DatabaseUnavailable, InvalidInput
+from aibudget.ledger.fail_open import JOURNAL_DIRECTORY, Admission, Journal, JournalFull
 from tests.conftest import FakeClock
 
 LETTER = {"operation": "letter", "model": "gpt-4o-mini", "input_tokens": 1000, "max_output_tokens": 500}
@@ -48,10 +55,78 @@ def test_a_bad_call_is_refused_not_admitted(budget: Budget, change: dict[str, ob
     assert budget.record_admissions() == 0
 
 
-def test_a_full_journal_admits_no_more_but_replays(clock: FakeClock) -> None:
-    journal = Journal(limit=2)
+def test_a_full_journal_admits_no_more_but_replays(tmp_path: Path, clock: FakeClock) -> None:
+    journal = Journal(tmp_path / JOURNAL_DIRECTORY, limit=2)
     journal.admit(admission("r1", clock))
     journal.admit(admission("r2", clock))
     assert journal.admit(admission("r1", clock)).replayed
     with pytest.raises(JournalFull):
         journal.admit(admission("r3", clock))
+
+
+# admits two calls, says which, and waits to be killed
+ADMITTING_PROCESS = """
+import json, sys, time
+from pathlib import Path
+from aibudget import Budget, Settings
+budget = Budget.open(sys.argv[1], settings=Settings.load(data_dir=Path(sys.argv[2])))
+letter = json.loads(sys.argv[3])
+ids = [budget.admit_without_hold(practice_id="p1", request_id=r, **letter).admission_id for r in ("r1", "r2")]
+print(json.dumps(ids), flush=True)
+time.sleep(600)
+"""
+
+
+def test_admissions_outlive_a_killed_process(budget: Budget, database_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"  # the `budget` fixture's: the same server's next process
+    process = subprocess.Popen(
+        [sys.executable, "-c", ADMITTING_PROCESS, database_url, str(data_dir), json.dumps(LETTER)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        admitted = json.loads(process.stdout.readline())
+        assert budget.record_admissions() == 0  # a living process's journal is its own
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    [left] = (data_dir / JOURNAL_DIRECTORY).glob("*.jsonl")
+    with left.open("a") as cut_short:  # as if it had died writing a third, never admitted
+        cut_short.write('{"practice_id": "p1", "request_id": "r3", "oper')
+
+    assert budget.record_admissions() == 2
+    recorded = budget.fail_open_admissions("p1")
+    assert [(a.request_id, a.admission_id, a.estimate_micros) for a in recorded] == [
+        ("r1", admitted[0], 450),
+        ("r2", admitted[1], 450),
+    ]
+    assert list((data_dir / JOURNAL_DIRECTORY).iterdir()) == []
+    assert budget.record_admissions() == 0
+
+
+def test_a_journal_closed_with_admissions_waiting_leaves_them_to_the_next(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    settings = Settings.load(data_dir=tmp_path / "var")
+    with Budget.open(database_url, settings=settings, clock=clock) as first:
+        kept = first.admit_without_hold(practice_id="p1", request_id="r1", **LETTER)
+    with Budget.open(database_url, settings=settings, clock=clock) as second:
+        assert second.fail_open_admissions() == []
+        assert second.record_admissions() == 1
+        assert second.fail_open_admissions() == [kept]
+        # a journal that wrote all it kept leaves no file behind
+        second.admit_without_hold(practice_id="p1", request_id="r2", **LETTER)
+        assert second.record_admissions() == 1
+    assert list((tmp_path / "var" / JOURNAL_DIRECTORY).iterdir()) == []
+
+
+def test_an_admission_the_journal_cannot_write_is_refused(budget: Budget, tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir(exist_ok=True)
+    (tmp_path / "var" / JOURNAL_DIRECTORY).write_text("not a directory")
+    with pytest.raises(DatabaseUnavailable, match="fail-open journal cannot be written"):
+        budget.admit_without_hold(practice_id="p1", request_id="r1", **LETTER)
+    (tmp_path / "var" / JOURNAL_DIRECTORY).unlink()
+    assert budget.record_admissions() == 0
+    assert budget.fail_open_admissions() == []

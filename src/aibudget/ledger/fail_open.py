@@ -7,19 +7,28 @@ balance, not the practice's subscription), so an admission holds nothing. The ca
 when its settle arrives, as a settle without a hold; settles never fail open, they wait for the
 database (the caller sends them again, idempotently).
 
-Every admission is recorded: logged and counted when it is made, kept in memory by the `Journal`,
-and written to `fail_open_admissions` (one row per practice and request id) as soon as the database
-answers again. The journal holds at most `JOURNAL_LIMIT` admissions: past that a call is refused as
-if fail-open were off, so nothing is ever let through unrecorded. A process that stops before the
-database is back loses the admissions it kept, not their log lines.
+Every admission is recorded: logged and counted when it is made, kept by the `Journal`, and written
+to `fail_open_admissions` (one row per practice and request id) as soon as the database answers
+again. The journal keeps its admissions in memory and, before a call is admitted, in a file of its
+own under `<data_dir>/fail-open/` (one JSON line each, synced to disk), which it holds locked while
+its process lives: an admission survives the process's death (`kill -9` included), and the next
+write of any journal on the same data directory finds the file unlocked and records what is in it.
+A call whose admission cannot be written to that file is refused, as is one past `JOURNAL_LIMIT`
+waiting admissions, as if fail-open were off: nothing is ever let through unrecorded.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
+import os
 import secrets
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
+from typing import IO
 
 from sqlalchemy import Connection, Engine, select
 
@@ -27,6 +36,9 @@ from aibudget.store import tables
 from aibudget.store.dialect import insert_ignore, run_transaction
 
 JOURNAL_LIMIT = 100_000  # ~300 bytes each: ~30 MB at most
+JOURNAL_DIRECTORY = "fail-open"  # under the data directory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,51 +59,142 @@ class JournalFull(Exception):
     """`JOURNAL_LIMIT` admissions wait for the database: no more are made."""
 
 
-class Journal:
-    """Admissions not yet written to the database; thread-safe, one per `Budget`."""
+class JournalUnwritable(Exception):
+    """An admission could not be written to the journal's file (disk full, read-only, …)."""
 
-    def __init__(self, limit: int = JOURNAL_LIMIT) -> None:
+
+class Journal:
+    """Admissions not yet written to the database; thread-safe, one per `Budget`.
+
+    `directory` holds the journal files; the own file is made on the first admission.
+    """
+
+    def __init__(self, directory: Path, limit: int = JOURNAL_LIMIT) -> None:
+        self._directory = directory
         self._limit = limit
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], Admission] = {}
+        self._file: IO[str] | None = None
 
     def admit(self, admission: Admission) -> Admission:
-        """Keep `admission`; a replay of a kept practice and request id gets the first one back."""
+        """Keep `admission` (on disk first); a replay of a kept practice and request id gets the first."""
         key = (admission.practice_id, admission.request_id)
         with self._lock:
-            if key not in self._pending and len(self._pending) >= self._limit:
+            kept = self._pending.get(key)
+            if kept is not None:
+                return replace(kept, replayed=True)
+            if len(self._pending) >= self._limit:
                 raise JournalFull(f"{self._limit} admissions wait for the database")
-            kept = self._pending.setdefault(key, admission)
-        return admission if kept is admission else replace(kept, replayed=True)
+            try:
+                self._append([admission])
+            except OSError as error:
+                raise JournalUnwritable(f"the fail-open journal cannot be written: {error}") from error
+            self._pending[key] = admission
+        return admission
 
     def write(self, engine: Engine, now: datetime) -> int:
-        """Write every kept admission (one transaction) and forget them; how many were written.
+        """Write every kept admission, and those in files of journals that died (one transaction);
+        how many were written.
 
         Raises `DatabaseUnavailable` while the database is away; the admissions stay kept.
         """
         with self._lock:
             batch = list(self._pending.values())
-        if not batch:
-            return 0
-        rows = [_row(admission, now) for admission in batch]
+        orphans = self._orphans()
+        try:
+            for _, found in orphans:
+                batch += found
+            if not batch:
+                return 0
+            rows = [_row(admission, now) for admission in batch]
 
-        def work(connection: Connection) -> None:
-            table = tables.fail_open_admissions
-            connection.execute(insert_ignore(connection, table, ["practice_id", "request_id"]), rows)
+            def work(connection: Connection) -> None:
+                table = tables.fail_open_admissions
+                connection.execute(insert_ignore(connection, table, ["practice_id", "request_id"]), rows)
 
-        run_transaction(engine, work, write=True)
+            run_transaction(engine, work, write=True)
+            for orphan, _ in orphans:
+                Path(orphan.name).unlink(missing_ok=True)  # another journal may have recorded it first
+        finally:
+            for orphan, _ in orphans:
+                orphan.close()
         with self._lock:
             for admission in batch:
                 key = (admission.practice_id, admission.request_id)
                 if self._pending.get(key) is admission:
                     del self._pending[key]
+            if self._file is not None and not self._pending:  # else it keeps recorded lines too: harmless
+                self._file.truncate(0)
         return len(batch)
+
+    def close(self) -> None:
+        """Let go of the own file: removed when nothing waits, else left for the next journal to record."""
+        with self._lock:
+            if self._file is None:
+                return
+            if not self._pending:
+                Path(self._file.name).unlink()
+            self._file.close()
+            self._file = None
+
+    def _append(self, batch: list[Admission]) -> None:
+        """Write `batch` to the own file and sync it (the lock held)."""
+        if self._file is None:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            self._file = (self._directory / f"{secrets.token_hex(8)}.jsonl").open("a", encoding="utf-8")
+            fcntl.flock(self._file, fcntl.LOCK_EX)  # held while this process lives
+        for admission in batch:
+            self._file.write(json.dumps(_fields(admission), default=datetime.isoformat) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def _orphans(self) -> list[tuple[IO[str], list[Admission]]]:
+        """Journal files no living journal holds, each opened and locked, with the admissions it keeps."""
+        if not self._directory.is_dir():
+            return []
+        own = None if self._file is None else Path(self._file.name)
+        found: list[tuple[IO[str], list[Admission]]] = []
+        for path in sorted(self._directory.glob("*.jsonl")):
+            if path == own:
+                continue
+            try:
+                orphan = path.open("r", encoding="utf-8")
+            except FileNotFoundError:  # recorded and removed by another journal meanwhile
+                continue
+            try:
+                fcntl.flock(orphan, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its journal lives
+                orphan.close()
+                continue
+            found.append((orphan, _read(orphan)))
+        return found
+
+
+def _read(journal_file: IO[str]) -> list[Admission]:
+    """The admissions in a journal file; a last line cut short (its process died writing it, before
+    the call was admitted) is skipped."""
+    admissions = []
+    lines = journal_file.read().splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not line.endswith("\n"):
+                log.warning("fail-open journal %s: skipped a last line cut short", journal_file.name)
+                continue
+            raise
+        admissions.append(Admission(**row | {"admitted_at": datetime.fromisoformat(row["admitted_at"])}))
+    return admissions
+
+
+def _fields(admission: Admission) -> dict[str, object]:
+    fields = asdict(admission)
+    del fields["replayed"]
+    return fields
 
 
 def _row(admission: Admission, recorded_at: datetime) -> dict[str, object]:
-    row = asdict(admission) | {"recorded_at": recorded_at}
-    del row["replayed"]
-    return row
+    return _fields(admission) | {"recorded_at": recorded_at}
 
 
 def admissions(connection: Connection, practice_id: str | None = None) -> list[Admission]:
