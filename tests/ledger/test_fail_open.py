@@ -130,3 +130,15 @@ def test_an_admission_the_journal_cannot_write_is_refused(budget: Budget, tmp_pa
     (tmp_path / "var" / JOURNAL_DIRECTORY).unlink()
     assert budget.record_admissions() == 0
     assert budget.fail_open_admissions() == []
+
+
+def test_an_unreadable_journal_file_is_set_aside_and_stops_no_other(
+    budget: Budget, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = budget.admit_without_hold(practice_id="p1", request_id="r1", **LETTER)
+    directory = tmp_path / "var" / JOURNAL_DIRECTORY
+    (directory / "damaged.jsonl").write_text('{"practice_id": "p1"}\nnot json\n')
+    assert budget.record_admissions() == 1
+    assert budget.fail_open_admissions() == [kept]
+    assert (directory / "damaged.unreadable").read_text() == '{"practice_id": "p1"}\nnot json\n'
+    assert "damaged.jsonl is unreadable, set aside: line 1: not an admission" in caplog.text

@@ -74,7 +74,8 @@ class Journal:
         self._limit = limit
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], Admission] = {}
-        self._file: IO[str] | None = None
+        self._file: IO[str] | None = None  # the own file, locked, and its path
+        self._path: Path | None = None
 
     def admit(self, admission: Admission) -> Admission:
         """Keep `admission` (on disk first); a replay of a kept practice and request id gets the first."""
@@ -133,16 +134,22 @@ class Journal:
             if self._file is None:
                 return
             if not self._pending:
-                Path(self._file.name).unlink()
+                assert self._path is not None
+                self._path.unlink()
             self._file.close()
-            self._file = None
+            self._file = self._path = None
 
     def _append(self, batch: list[Admission]) -> None:
         """Write `batch` to the own file and sync it (the lock held)."""
         if self._file is None:
             self._directory.mkdir(parents=True, exist_ok=True)
-            self._file = (self._directory / f"{secrets.token_hex(8)}.jsonl").open("a", encoding="utf-8")
-            fcntl.flock(self._file, fcntl.LOCK_EX)  # held while this process lives
+            # locked under a name other journals do not look at, then named: never seen unlocked
+            path = self._directory / f"{secrets.token_hex(8)}.jsonl"
+            opening = path.with_suffix(".opening")
+            journal_file = opening.open("a", encoding="utf-8")
+            fcntl.flock(journal_file, fcntl.LOCK_EX)  # held while this process lives
+            opening.rename(path)
+            self._file, self._path = journal_file, path
         for admission in batch:
             self._file.write(json.dumps(_fields(admission), default=datetime.isoformat) + "\n")
         self._file.flush()
@@ -152,7 +159,7 @@ class Journal:
         """Journal files no living journal holds, each opened and locked, with the admissions it keeps."""
         if not self._directory.is_dir():
             return []
-        own = None if self._file is None else Path(self._file.name)
+        own = self._path
         found: list[tuple[IO[str], list[Admission]]] = []
         for path in sorted(self._directory.glob("*.jsonl")):
             if path == own:
@@ -166,8 +173,17 @@ class Journal:
             except BlockingIOError:  # its journal lives
                 orphan.close()
                 continue
-            found.append((orphan, _read(orphan)))
+            try:
+                found.append((orphan, _read(orphan)))
+            except UnreadableJournal as unreadable:  # kept for an operator; must not stop the others
+                log.error("fail-open journal %s is unreadable, set aside: %s", path, unreadable)
+                path.rename(path.with_suffix(".unreadable"))
+                orphan.close()
         return found
+
+
+class UnreadableJournal(Exception):
+    """A journal file holds a line that is not an admission (not only a last line cut short)."""
 
 
 def _read(journal_file: IO[str]) -> list[Admission]:
@@ -178,12 +194,15 @@ def _read(journal_file: IO[str]) -> list[Admission]:
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+            admitted_at = datetime.fromisoformat(row["admitted_at"])
+            admissions.append(Admission(**row | {"admitted_at": admitted_at}))
+        except json.JSONDecodeError as error:
             if number == len(lines) and not line.endswith("\n"):
                 log.warning("fail-open journal %s: skipped a last line cut short", journal_file.name)
                 continue
-            raise
-        admissions.append(Admission(**row | {"admitted_at": datetime.fromisoformat(row["admitted_at"])}))
+            raise UnreadableJournal(f"line {number}: {error}") from error
+        except (TypeError, KeyError, ValueError) as error:
+            raise UnreadableJournal(f"line {number}: not an admission ({error!r})") from error
     return admissions
 
 
