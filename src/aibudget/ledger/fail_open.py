@@ -66,7 +66,7 @@ class JournalUnwritable(Exception):
 class Journal:
     """Admissions not yet written to the database; thread-safe, one per `Budget`.
 
-    `directory` holds the journal files; the own file is made on the first admission.
+    `directory` holds the journal files; this journal's own file is made on its first admission.
     """
 
     def __init__(self, directory: Path, limit: int = JOURNAL_LIMIT) -> None:
@@ -74,7 +74,7 @@ class Journal:
         self._limit = limit
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], Admission] = {}
-        self._file: IO[str] | None = None  # the own file, locked, and its path
+        self._file: IO[str] | None = None  # this journal's file, locked, and its path
         self._path: Path | None = None
 
     def admit(self, admission: Admission) -> Admission:
@@ -87,7 +87,7 @@ class Journal:
             if len(self._pending) >= self._limit:
                 raise JournalFull(f"{self._limit} admissions wait for the database")
             try:
-                self._append([admission])
+                self._append(admission)
             except OSError as error:
                 raise JournalUnwritable(f"the fail-open journal cannot be written: {error}") from error
             self._pending[key] = admission
@@ -129,7 +129,7 @@ class Journal:
         return len(batch)
 
     def close(self) -> None:
-        """Let go of the own file: removed when nothing waits, else left for the next journal to record."""
+        """Let go of this journal's file: removed when nothing waits, else left for the next journal."""
         with self._lock:
             if self._file is None:
                 return
@@ -139,8 +139,8 @@ class Journal:
             self._file.close()
             self._file = self._path = None
 
-    def _append(self, batch: list[Admission]) -> None:
-        """Write `batch` to the own file and sync it (the lock held)."""
+    def _append(self, admission: Admission) -> None:
+        """Write `admission` to this journal's file and sync it (the lock held)."""
         if self._file is None:
             self._directory.mkdir(parents=True, exist_ok=True)
             # locked under a name other journals do not look at, then named: never seen unlocked
@@ -150,8 +150,7 @@ class Journal:
             fcntl.flock(journal_file, fcntl.LOCK_EX)  # held while this process lives
             opening.rename(path)
             self._file, self._path = journal_file, path
-        for admission in batch:
-            self._file.write(json.dumps(_fields(admission), default=datetime.isoformat) + "\n")
+        self._file.write(json.dumps(_fields(admission), default=datetime.isoformat) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
