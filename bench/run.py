@@ -23,9 +23,9 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
 REPORT_MARKERS = ("<!-- make bench writes from here -->", "<!-- to here -->")
-# not a benchmark of its own numbers but a 10-minute stability check (flat memory, steady latency):
-# run on its own with `make soak`
-NOT_RUN = frozenset({"soak.py"})
+# this runner, and the soak: not a benchmark of its own numbers but a 10-minute stability check
+# (flat memory, steady latency), run on its own with `make soak`
+NOT_RUN = frozenset({"run.py", "soak.py"})
 
 
 def _run(script: Path) -> str:
@@ -59,9 +59,7 @@ def _into_readme(markdown: str) -> None:
 def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     scripts = sorted(
-        path
-        for path in HERE.glob("*.py")
-        if path.name != "run.py" and path.name not in NOT_RUN and not path.name.startswith("_")
+        path for path in HERE.glob("*.py") if path.name not in NOT_RUN and not path.name.startswith("_")
     )
     load_before = os.getloadavg()[0]
     report: dict[str, object] = {
