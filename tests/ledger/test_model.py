@@ -279,6 +279,11 @@ class Books(RuleBasedStateMachine):
         self.tick += 1
         return int(self.now.timestamp()) + self.tick
 
+    def returned_budget(self, pid: str, result: Any, what: str) -> None:
+        """The budget an answer carries is what a read right after it finds."""
+        if result is not None:
+            assert result.budget == self.budget.snapshot(pid), f"{what}: budget returned differs"
+
     def refresh(self, pid: str) -> MPeriod | None:
         """Retire due grants and resolve the current period, as a write `load_state` does."""
         for grant in self.grants.values():
@@ -426,6 +431,7 @@ class Books(RuleBasedStateMachine):
             max_output_tokens=max_output,
             **sizes,
         )
+        self.returned_budget(pid, result, f"authorize {pid}/{rid}")
         period = self.refresh(pid)
 
         if first is None and (pid, rid) in self.settled:
@@ -551,6 +557,7 @@ class Books(RuleBasedStateMachine):
             status=status,
             error_code="upstream_error" if status == "error" else None,
         )
+        self.returned_budget(pid, posted, f"settle {pid}/{rid}")
         current = self.refresh(pid)
         what = f"settle {pid}/{rid}"
 
@@ -630,6 +637,7 @@ class Books(RuleBasedStateMachine):
     def void(self, request: int) -> None:
         pid, rid = self.request(request, known_below=24)
         result, error = outcome(self.budget.void, practice_id=pid, request_id=rid)
+        self.returned_budget(pid, result, f"void {pid}/{rid}")
         self.refresh(pid)
         auth = self.auths.get((pid, rid))
         label(f"void: {'unauthorized' if auth is None else auth.status} request")

@@ -298,13 +298,41 @@ def insert_event(connection: Connection, values: dict[str, Any]) -> int:
     return int(row[0])
 
 
-def settlement(connection: Connection, practice_id: str, request_id: str) -> EventRow | None:
-    row = _SETTLEMENT.one(connection, {"practice_id": practice_id, "request_id": request_id})
-    if row is None:
-        return None
+# for settle: the request's settlement event, if any, and its authorization, if any, in one round trip
+_SETTLEMENT_AND_AUTHORIZATION = Statement(f"""
+    SELECT {", ".join("e." + name for name in EventRow._fields)},
+        {", ".join("a." + name for name in AuthorizationRow._fields)}
+    FROM (SELECT 1 AS one) AS request
+    LEFT JOIN settlements s ON s.practice_id = :practice_id AND s.request_id = :request_id
+    LEFT JOIN usage_events e ON e.event_id = s.event_id AND e.occurred_at = s.occurred_at
+    LEFT JOIN authorizations a ON a.practice_id = :practice_id AND a.request_id = :request_id
+""")
+
+
+def _event_row(row: tuple[Any, ...]) -> EventRow:
     values = list(row)
     values[1], values[22], values[24] = instant(values[1]), bool(values[22]), from_json(values[24])
     return EventRow(*values)
+
+
+def settlement(connection: Connection, practice_id: str, request_id: str) -> EventRow | None:
+    row = _SETTLEMENT.one(connection, {"practice_id": practice_id, "request_id": request_id})
+    return None if row is None else _event_row(row)
+
+
+def settlement_and_authorization(
+    connection: Connection, practice_id: str, request_id: str
+) -> tuple[EventRow | None, AuthorizationRow | None]:
+    """The request's settlement event and its authorization; None for what it does not have."""
+    row = _SETTLEMENT_AND_AUTHORIZATION.one(
+        connection, {"practice_id": practice_id, "request_id": request_id}
+    )
+    assert row is not None  # one row always: both are joined to it
+    event, held = row[: len(EventRow._fields)], row[len(EventRow._fields) :]
+    return (
+        None if event[0] is None else _event_row(event),
+        None if held[0] is None else _authorization(held),
+    )
 
 
 _INSERT_ALLOCATION = Statement("""

@@ -262,6 +262,7 @@ def authorize(
         return Refusal(payload)
     repository.insert_authorization(connection, values)
     repository.change_held(connection, practice.practice_id, hold)
+    after = replace(state, held_micros=state.held_micros + hold)  # what a read would now find
     authorization = Authorization(
         authorization_id,
         practice.practice_id,
@@ -274,7 +275,7 @@ def authorize(
         now,
         expires_at,
     )
-    return replace(authorization, budget=budget_after(connection, practice_id, now=now, rules=rules))
+    return replace(authorization, budget=after.snapshot())
 
 
 def settle(
@@ -320,7 +321,9 @@ def settle(
     body_hash = _body_hash(body)
     state = _write_state(connection, practice_id, now, rules)
     practice = state.practice
-    existing = repository.settlement(connection, practice.practice_id, check_request_id(request_id))
+    existing, held = repository.settlement_and_authorization(
+        connection, practice.practice_id, check_request_id(request_id)
+    )
     if existing is not None:
         if existing.body_hash != body_hash:
             raise IdempotencyConflict(
@@ -329,7 +332,6 @@ def settle(
         replayed = _event(connection, existing, replayed=True)
         return replace(replayed, budget=budget_after(connection, practice_id, now=now, rules=rules))
 
-    held = repository.authorization(connection, practice.practice_id, request_id)
     if operation is None:
         operation = held.operation if held is not None else "unspecified"
     price = catalog.price(model, usage, at=now)
@@ -370,6 +372,7 @@ def settle(
     if event_id is None:  # impossible under the practice lock; never charge twice regardless
         raise Conflict(f"request_id {request_id!r} is being settled concurrently", field="request_id")
     repository.insert_allocations(connection, event_id, values["period_id"], split)
+    current = state.period
     if period is not None:
         included = sum(part.amount_micros for part in split if part.pot == "included")
         repository.charge_period(
@@ -379,6 +382,13 @@ def settle(
             cost_micros=price.cost_micros,
             overage_micros=overage,
         )
+        if current is not None and current.period_id == period.period_id:
+            current = replace(
+                current,
+                included_used_micros=current.included_used_micros + included,
+                used_micros=current.used_micros + price.cost_micros,
+                overage_micros=current.overage_micros + overage,
+            )
     credit = [part for part in split if part.pot == "credit"]
     for part in credit:
         assert part.grant_id is not None
@@ -390,9 +400,11 @@ def settle(
             -sum(part.amount_micros for part in credit),
             credit_repository.next_expiry(connection, practice.practice_id),
         )
+    released = 0
     if held is not None and held.status == "active":
         repository.close_authorization(connection, held.authorization_id, "settled", now)
         repository.change_held(connection, practice.practice_id, -held.held_micros)
+        released = held.held_micros
     event = UsageEvent(
         event_id,
         practice.practice_id,
@@ -409,7 +421,10 @@ def settle(
         now,
         tuple(split),
     )
-    return replace(event, budget=budget_after(connection, practice_id, now=now, rules=rules))
+    if credit:  # grants moved, and with them which credit expires soon: read the result back
+        return replace(event, budget=budget_after(connection, practice_id, now=now, rules=rules))
+    after = replace(state, held_micros=state.held_micros - released, period=current)
+    return replace(event, budget=after.snapshot())
 
 
 def void(
