@@ -19,6 +19,7 @@ import httpx
 from aibudget import Budget, Settings
 from tests.api.conftest import free_port
 from tests.conftest import EXECUTABLE, Aibudget
+from tests.store.test_engine import in_database_file
 
 KEY = re.compile(r"aib_[0-9a-f]{16}_[A-Za-z0-9_-]+")
 
@@ -123,6 +124,19 @@ def test_two_workers_serve_one_database_and_count_metrics_together(tmp_path: Pat
     assert healthz is not None
     assert float(healthz.group(1)) >= 20  # every worker's count, whichever worker answered /metrics
     assert re.search(r'aibudget_authorizations_total\{outcome="authorized",reason="none"\} 10\.0', metrics)
+
+
+def test_the_server_copies_sqlites_log_into_the_database_file_itself(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    with serving(data_dir) as served:
+        [key] = KEY.findall(served.stdout)
+        subscribed_practice(data_dir)
+        assert authorize(served.url, key, "r1") == 201
+        # a commit alone leaves it in the log until 1,000 pages are written; the server does not wait
+        deadline = time.monotonic() + 10
+        while in_database_file(data_dir / "aibudget.sqlite3", "authorizations") == 0:
+            assert time.monotonic() < deadline, "the authorization stayed in the write-ahead log"
+            time.sleep(0.05)
 
 
 def test_a_port_in_use_exits_2_before_anything_is_made(aibudget: Aibudget, workdir: Path) -> None:

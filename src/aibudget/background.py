@@ -1,10 +1,11 @@
 """`Periodic`: the server's background workers — one daemon thread calling one pass every few seconds.
 
-The sweeper (`ledger.sweeper`) and the notification delivery (`notify.delivery`) are such workers.
-A pass that fails because the database is away (`DatabaseUnavailable`) is logged as a warning, any
-other database error with its traceback, and either is tried again at the next interval; whatever it
-would have done stays to do (holds held, notifications in the outbox), which is the safe side. Any
-other error is a bug and ends the thread loudly.
+The sweeper (`ledger.sweeper`), the notification delivery (`notify.delivery`) and the server's SQLite
+checkpoints are such workers. A pass that fails because the database is away (`DatabaseUnavailable`)
+is logged as a warning, any other database error with its traceback, and either is tried again at
+the next interval (a frequent worker may pause longer after a failure); whatever it would have done
+stays to do (holds held, notifications in the outbox, the log not yet copied), which is the safe
+side. Any other error is a bug and ends the thread loudly.
 """
 
 from __future__ import annotations
@@ -23,11 +24,21 @@ log = logging.getLogger(__name__)
 
 class Periodic:
     """Calls `work` every `interval` seconds on a daemon thread named `name` until `stop()`; logs
-    `done % n` after a pass that did `n` > 0 things."""
+    `done % n` after a pass that did `n` > 0 things, unless `done` is None."""
 
-    def __init__(self, work: Callable[[], int], *, interval: float, name: str, done: str) -> None:
+    def __init__(
+        self,
+        work: Callable[[], int],
+        *,
+        interval: float,
+        name: str,
+        done: str | None,
+        pause_after_failure: float | None = None,
+    ) -> None:
         self._work = work
         self._interval = interval
+        # a frequent worker waits longer after a failure, so an outage is not logged ten times a second
+        self._pause = interval if pause_after_failure is None else max(interval, pause_after_failure)
         self._done = done
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -42,17 +53,18 @@ class Periodic:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
+        wait = self._interval
+        while not self._stopped.wait(wait):
+            wait = self._pause
             try:
                 count = self._work()
             except DatabaseUnavailable:
-                log.warning(
-                    "%s: the database is unavailable; retrying in %s s", self._thread.name, self._interval
-                )
+                log.warning("%s: the database is unavailable; retrying in %s s", self._thread.name, wait)
                 continue
             except SQLAlchemyError:
-                log.exception("%s: pass failed; retrying in %s s", self._thread.name, self._interval)
+                log.exception("%s: pass failed; retrying in %s s", self._thread.name, wait)
                 continue
+            wait = self._interval
             self.passes += 1
-            if count:
+            if count and self._done is not None:
                 log.info(self._done, count)

@@ -59,7 +59,7 @@ from aibudget.payments import packages, webhooks
 from aibudget.payments.gateway import CheckoutSession, StripeGateway
 from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
-from aibudget.store.dialect import run_transaction
+from aibudget.store.dialect import checkpoint, run_transaction
 from aibudget.store.engine import open_engine
 from aibudget.views.snapshot import Snapshot
 
@@ -109,15 +109,25 @@ class Budget:
 
     @classmethod
     def open(
-        cls, url: str | None = None, *, settings: Settings | None = None, clock: Clock = system_clock
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock = system_clock,
+        background_checkpoints: bool = False,
     ) -> Budget:
-        """Open (and migrate) the database at `url`, default the configured one."""
+        """Open (and migrate) the database at `url`, default the configured one.
+
+        `background_checkpoints`: the caller calls `checkpoint` every fraction of a second on a
+        thread of its own (the server does), so calls do not copy SQLite's log themselves.
+        """
         settings = settings or Settings.load()
         engine = open_engine(
             url or settings.resolved_database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
             pool_size=settings.pool_size,
             pool_max_overflow=settings.pool_max_overflow,
+            background_checkpoints=background_checkpoints,
         )
         return cls(engine, settings, clock=clock)
 
@@ -505,6 +515,11 @@ class Budget:
             )
         assert state is not None
         return state.snapshot()
+
+    def checkpoint(self) -> int:
+        """Copy SQLite's write-ahead log into the database file without waiting for any call; how
+        many of the log's pages are in the file now (0 on PostgreSQL). See `store.dialect.checkpoint`."""
+        return checkpoint(self.engine)
 
     def sweep(self) -> int:
         """Expire holds past their TTL and grants past their expiry; returns how many holds expired."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from sqlalchemy import inspect, select
 
 from aibudget.errors import ConfigError
 from aibudget.store import tables
-from aibudget.store.dialect import lock_practices, read_transaction, write_transaction
+from aibudget.store.dialect import (
+    BACKSTOP_CHECKPOINT_PAGES,
+    DEFAULT_CHECKPOINT_PAGES,
+    checkpoint,
+    lock_practices,
+    read_transaction,
+    write_transaction,
+)
 from aibudget.store.engine import open_engine
 
 
@@ -137,3 +145,41 @@ def test_sqlite_syncs_every_commit_when_configured_full(sqlite_url: str) -> None
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     with read_transaction(open_engine(sqlite_url)) as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, the default
+
+
+def in_database_file(path: Path, table: str) -> int:
+    """Rows of `table` in the SQLite database file itself, leaving its write-ahead log aside."""
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as reader:
+        (count,) = reader.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(count)
+
+
+def test_commits_leave_the_log_to_a_background_checkpoint_only_when_one_runs(sqlite_url: str) -> None:
+    with read_transaction(open_engine(sqlite_url)) as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == DEFAULT_CHECKPOINT_PAGES
+    with read_transaction(open_engine(sqlite_url, background_checkpoints=True)) as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == BACKSTOP_CHECKPOINT_PAGES
+
+
+def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_url: str, tmp_path: Path) -> None:
+    engine = open_engine(sqlite_url, background_checkpoints=True)
+    path = tmp_path / "var" / "aibudget.sqlite3"
+    assert checkpoint(engine) > 0  # the migrations' pages
+    with write_transaction(engine) as connection:
+        connection.execute(
+            tables.practices.insert().values(
+                practice_id="p", locale="de-CH", timezone="UTC", policy="strict",
+                created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+            )
+        )  # fmt: skip
+    assert in_database_file(path, "practices") == 0  # committed, in the log only
+    assert checkpoint(engine) > 0
+    assert in_database_file(path, "practices") == 1
+    with read_transaction(engine) as connection:  # and the log is all copied
+        busy, pages, copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        assert (busy, pages) == (0, copied)
+
+
+def test_only_sqlite_needs_checkpoints(database_url: str, backend: str) -> None:
+    copied = checkpoint(open_engine(database_url))
+    assert copied > 0 if backend == "sqlite" else copied == 0  # PostgreSQL checkpoints by itself

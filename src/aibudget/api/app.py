@@ -34,6 +34,8 @@ from aibudget.proxy.routes import MAX_UPLOAD_BYTES
 from aibudget.proxy.upstream import Upstream
 
 MAX_BODY_BYTES = 64 * 1024
+CHECKPOINT_INTERVAL_SECONDS = 0.1
+CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS = 5
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,13 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened = budget or Budget.open(settings=settings or Settings.load())
+        opened = budget or Budget.open(settings=settings or Settings.load(), background_checkpoints=True)
         app.state.budget = opened
+        # SQLite's log copied here rather than by whichever call's commit fills it (see Budget.open)
+        checkpointer = Periodic(
+            opened.checkpoint, interval=CHECKPOINT_INTERVAL_SECONDS, name="aibudget-checkpoint", done=None,
+            pause_after_failure=CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS,
+        ).start()  # fmt: skip
         app.state.upstream = Upstream(opened.settings)
         notifier = opened.notifier()  # None without AIBUDGET_NOTIFY_URL; ConfigError without its secret
         sweeper = Sweeper(opened.sweep, interval=opened.settings.sweep_interval_seconds).start()
@@ -113,6 +120,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
             if notifier is not None:
                 notifier.stop()
             sweeper.stop()
+            checkpointer.stop()
             await app.state.upstream.aclose()
             if budget is None:
                 opened.close()

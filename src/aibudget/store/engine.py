@@ -11,7 +11,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from aibudget.errors import ConfigError
-from aibudget.store.dialect import install_sqlite_transactions, lock_migrations, write_transaction
+from aibudget.store.dialect import (
+    BACKSTOP_CHECKPOINT_PAGES,
+    DEFAULT_CHECKPOINT_PAGES,
+    install_sqlite_transactions,
+    lock_migrations,
+    write_transaction,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_SECONDS = 5
@@ -24,8 +30,12 @@ def open_engine(
     sqlite_synchronous: str = "normal",
     pool_size: int = 10,
     pool_max_overflow: int = 10,
+    background_checkpoints: bool = False,
 ) -> Engine:
     """An engine for `url`; with `migrate`, the schema is brought to the newest version first.
+
+    `background_checkpoints`: the caller runs `store.dialect.checkpoint` on a thread of its own, so
+    SQLite's commits leave the write-ahead log to it up to a larger backstop.
 
     PostgreSQL connections are pooled: `pool_size` kept open, up to `pool_max_overflow` more under
     load. They are not pinged before use (a round trip on every call): a connection the server has
@@ -49,7 +59,8 @@ def open_engine(
         engine = create_engine(
             parsed, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
         )
-        install_sqlite_transactions(engine, synchronous=sqlite_synchronous)
+        pages = BACKSTOP_CHECKPOINT_PAGES if background_checkpoints else DEFAULT_CHECKPOINT_PAGES
+        install_sqlite_transactions(engine, synchronous=sqlite_synchronous, checkpoint_pages=pages)
     elif parsed.get_backend_name() == "postgresql":
         engine = create_engine(
             parsed,
