@@ -522,7 +522,11 @@ class Budget:
         return checkpoint(self.engine)
 
     def sweep(self) -> int:
-        """Expire holds past their TTL and grants past their expiry; returns how many holds expired."""
+        """Expire holds past their TTL and grants past their expiry; returns how many holds expired.
+
+        Also records calls admitted without a hold that are still in this data directory's journal
+        files — a process that died during an outage left them — whether fail-open is still on or not.
+        """
         now = self.clock()
 
         def work(connection: Connection) -> int:
@@ -532,6 +536,7 @@ class Budget:
             return expired
 
         expired = self._write(work)
+        self.record_admissions()
         if self._gateway is not None:
             self.charge_unconfirmed_topups()
         return expired

@@ -122,6 +122,22 @@ def test_a_journal_closed_with_admissions_waiting_leaves_them_to_the_next(
     assert list((tmp_path / "var" / JOURNAL_DIRECTORY).iterdir()) == []
 
 
+def test_a_sweep_records_admissions_left_behind_even_with_fail_open_now_off(
+    database_url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    data_dir = tmp_path / "var"
+    with Budget.open(
+        database_url, settings=Settings.load(data_dir=data_dir, fail_open=True), clock=clock
+    ) as first:
+        kept = first.admit_without_hold(practice_id="p1", request_id="r1", **LETTER)
+    with Budget.open(database_url, settings=Settings.load(data_dir=data_dir), clock=clock) as second:
+        assert not second.settings.fail_open
+        assert second.fail_open_admissions() == []
+        assert second.sweep() == 0  # no hold expired; the admission is recorded all the same
+        assert second.fail_open_admissions() == [kept]
+    assert list((data_dir / JOURNAL_DIRECTORY).iterdir()) == []
+
+
 def test_an_admission_the_journal_cannot_write_is_refused(budget: Budget, tmp_path: Path) -> None:
     (tmp_path / "var").mkdir(exist_ok=True)
     (tmp_path / "var" / JOURNAL_DIRECTORY).write_text("not a directory")
