@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
-from aibudget.background import Periodic
+from aibudget.background import _MALLOC_TRIM, Periodic, return_free_memory
 from aibudget.errors import DatabaseUnavailable
 
 
@@ -34,3 +35,21 @@ def test_a_frequent_worker_pauses_after_a_failure_then_keeps_its_pace(
     assert started[3] - started[2] < 0.5  # back at its interval after a pass that worked
     assert worker.passes >= 3
     assert "frequent: the database is unavailable; retrying in 0.5 s" in caplog.text
+
+
+def resident_mib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.skipif(_MALLOC_TRIM is None, reason="glibc only: other C libraries need no such call")
+def test_memory_freed_between_live_objects_goes_back_to_the_system() -> None:
+    blocks = [bytes(2000) + bytes([n % 256]) for n in range(60_000)]  # ~120 MiB from malloc
+    kept = blocks[::20]  # live objects between the freed ones: glibc cannot shrink its heap
+    del blocks
+    before = resident_mib()
+    assert return_free_memory() == 1
+    assert before - resident_mib() >= 60
+    assert len(kept) == 3_000

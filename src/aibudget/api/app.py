@@ -23,7 +23,7 @@ from aibudget.api import (
     webhooks,
 )
 from aibudget.auth.recent import RecentKeys
-from aibudget.background import Periodic
+from aibudget.background import Periodic, return_free_memory
 from aibudget.budget import Budget
 from aibudget.config import Settings
 from aibudget.dashboard import routes as dashboard
@@ -36,6 +36,7 @@ from aibudget.proxy.upstream import Upstream
 MAX_BODY_BYTES = 64 * 1024
 CHECKPOINT_INTERVAL_SECONDS = 0.1
 CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS = 5
+RETURN_MEMORY_INTERVAL_SECONDS = 60
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
             opened.checkpoint, interval=CHECKPOINT_INTERVAL_SECONDS, name="aibudget-checkpoint", done=None,
             pause_after_failure=CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS,
         ).start()  # fmt: skip
+        trimmer = Periodic(
+            return_free_memory, interval=RETURN_MEMORY_INTERVAL_SECONDS, name="aibudget-memory", done=None
+        ).start()
         app.state.upstream = Upstream(opened.settings)
         notifier = opened.notifier()  # None without AIBUDGET_NOTIFY_URL; ConfigError without its secret
         sweeper = Sweeper(opened.sweep, interval=opened.settings.sweep_interval_seconds).start()
@@ -121,6 +125,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
                 notifier.stop()
             sweeper.stop()
             checkpointer.stop()
+            trimmer.stop()
             await app.state.upstream.aclose()
             if budget is None:
                 opened.close()
