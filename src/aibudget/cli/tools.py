@@ -100,7 +100,8 @@ def verify(ctx: typer.Context) -> None:
 
 @app.command(epilog="Example: aibudget sweep")
 def sweep(ctx: typer.Context) -> None:
-    """Release holds past their TTL and retire expired credit (the server also does this on its own)."""
+    """Release holds past their TTL, retire expired credit and record calls a stopped server admitted
+    without a hold (fail-open); the server also does this on its own."""
     from aibudget.budget import Budget
 
     with Budget.open(settings=settings(ctx)) as budget:
