@@ -106,6 +106,43 @@ def test_admissions_outlive_a_killed_process(budget: Budget, database_url: str, 
     assert budget.record_admissions() == 0
 
 
+# Admits r1, then r2 with room on the "disk" for 20 bytes of its line only (the file size limit
+# stands for a full disk), then r3 once there is room again, and dies without closing its journal.
+APPENDING_PROCESS = """
+import os, resource, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from aibudget.ledger.fail_open import Admission, Journal, JournalUnwritable
+directory = Path(sys.argv[1])
+journal = Journal(directory)
+def admit(request_id):
+    journal.admit(Admission("p1", request_id, "letter", "gpt-4o-mini", 450, datetime.now(UTC)))
+admit("r1")
+[path] = directory.glob("*.jsonl")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 20, hard))
+try:
+    admit("r2")
+except JournalUnwritable:
+    print("r2 refused", flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+admit("r3")
+os._exit(0)
+"""
+
+
+def test_an_admission_cut_short_by_a_full_disk_is_taken_back_out(budget: Budget, tmp_path: Path) -> None:
+    directory = tmp_path / "var" / JOURNAL_DIRECTORY
+    done = subprocess.run(
+        [sys.executable, "-c", APPENDING_PROCESS, str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, "r2 refused\n"), done.stderr
+    assert budget.record_admissions() == 2
+    assert [a.request_id for a in budget.fail_open_admissions("p1")] == ["r1", "r3"]
+    assert list(directory.iterdir()) == []  # nothing set aside as unreadable
+
+
 def test_a_journal_closed_with_admissions_waiting_leaves_them_to_the_next(
     database_url: str, tmp_path: Path, clock: FakeClock
 ) -> None:

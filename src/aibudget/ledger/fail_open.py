@@ -27,6 +27,7 @@ import secrets
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from io import FileIO
 from pathlib import Path
 from typing import IO
 
@@ -74,7 +75,7 @@ class Journal:
         self._limit = limit
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], Admission] = {}
-        self._file: IO[str] | None = None  # this journal's file, locked, and its path
+        self._file: FileIO | None = None  # this journal's file, locked, and its path
         self._path: Path | None = None
 
     def admit(self, admission: Admission) -> Admission:
@@ -140,19 +141,36 @@ class Journal:
             self._file = self._path = None
 
     def _append(self, admission: Admission) -> None:
-        """Write `admission` to this journal's file and sync it (the lock held)."""
+        """Write `admission` to this journal's file and sync it (the lock held); a line that fails
+        part-way is taken back out, so the file keeps admitted calls only, each on a line of its own."""
         if self._file is None:
             self._directory.mkdir(parents=True, exist_ok=True)
             # locked under a name other journals do not look at, then named: never seen unlocked
             path = self._directory / f"{secrets.token_hex(8)}.jsonl"
             opening = path.with_suffix(".opening")
-            journal_file = opening.open("a", encoding="utf-8")
+            journal_file = opening.open("ab", buffering=0)  # unbuffered: nothing left over after a failure
             fcntl.flock(journal_file, fcntl.LOCK_EX)  # held while this process lives
             opening.rename(path)
             self._file, self._path = journal_file, path
-        self._file.write(json.dumps(_fields(admission), default=datetime.isoformat) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = memoryview((json.dumps(_fields(admission), default=datetime.isoformat) + "\n").encode())
+        size = os.fstat(self._file.fileno()).st_size
+        try:
+            while line:
+                written = self._file.write(line)
+                assert written is not None  # a regular file never would block
+                line = line[written:]
+            os.fsync(self._file.fileno())
+        except OSError:
+            self._take_back(size)
+            raise
+
+    def _take_back(self, size: int) -> None:
+        """Cut this journal's file back to `size` bytes after a failed append (the lock held)."""
+        assert self._file is not None
+        try:
+            self._file.truncate(size)
+        except OSError as error:  # the next journal to read it sets the file aside for an operator
+            log.error("fail-open journal %s: a refused admission stays in it: %s", self._path, error)
 
     def _orphans(self) -> list[tuple[IO[str], list[Admission]]]:
         """Journal files no living journal holds, each opened and locked, with the admissions it keeps."""
