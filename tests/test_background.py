@@ -1,13 +1,18 @@
-"""`Periodic`: a frequent background worker waits longer after a failed pass, then keeps its pace."""
+"""`Periodic`: a frequent background worker waits longer after a failed pass, then keeps its pace;
+the server starts the workers its database needs and stops them all."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from aibudget import Budget
+from aibudget.api.app import create_app
 from aibudget.background import _MALLOC_TRIM, Periodic, return_free_memory
 from aibudget.errors import DatabaseUnavailable
 
@@ -53,3 +58,17 @@ def test_memory_freed_between_live_objects_goes_back_to_the_system() -> None:
     assert return_free_memory() == 1
     assert before - resident_mib() >= 60
     assert len(kept) == 3_000
+
+
+def test_the_server_copies_the_log_only_where_the_database_needs_it(budget: Budget, backend: str) -> None:
+    app = create_app(budget=budget)
+
+    async def threads_while_serving() -> set[str]:
+        async with app.router.lifespan_context(app):
+            return {thread.name for thread in threading.enumerate()}
+
+    running = asyncio.run(threads_while_serving())
+    assert {"aibudget-memory", "aibudget-sweeper"} <= running
+    assert ("aibudget-checkpoint" in running) == (backend == "sqlite")
+    after = {thread.name for thread in threading.enumerate()}
+    assert not {"aibudget-memory", "aibudget-checkpoint", "aibudget-sweeper"} & after

@@ -95,14 +95,17 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = budget or Budget.open(settings=settings or Settings.load(), background_checkpoints=True)
         app.state.budget = opened
-        # SQLite's log copied here rather than by whichever call's commit fills it (see Budget.open)
-        checkpointer = Periodic(
-            opened.checkpoint, interval=CHECKPOINT_INTERVAL_SECONDS, name="aibudget-checkpoint", done=None,
-            pause_after_failure=CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS,
-        ).start()  # fmt: skip
-        trimmer = Periodic(
-            return_free_memory, interval=RETURN_MEMORY_INTERVAL_SECONDS, name="aibudget-memory", done=None
-        ).start()
+        housekeepers = [
+            Periodic(
+                return_free_memory, interval=RETURN_MEMORY_INTERVAL_SECONDS, name="aibudget-memory", done=None
+            ).start()
+        ]
+        if opened.needs_checkpoints:  # SQLite's log copied here, not by whichever call's commit fills it
+            checkpointer = Periodic(
+                opened.checkpoint, interval=CHECKPOINT_INTERVAL_SECONDS, name="aibudget-checkpoint",
+                done=None, pause_after_failure=CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS,
+            )  # fmt: skip
+            housekeepers.append(checkpointer.start())
         app.state.upstream = Upstream(opened.settings)
         notifier = opened.notifier()  # None without AIBUDGET_NOTIFY_URL; ConfigError without its secret
         sweeper = Sweeper(opened.sweep, interval=opened.settings.sweep_interval_seconds).start()
@@ -124,8 +127,8 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
             if notifier is not None:
                 notifier.stop()
             sweeper.stop()
-            checkpointer.stop()
-            trimmer.stop()
+            for housekeeper in housekeepers:
+                housekeeper.stop()
             await app.state.upstream.aclose()
             if budget is None:
                 opened.close()

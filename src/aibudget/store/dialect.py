@@ -107,12 +107,17 @@ def install_sqlite_transactions(
         driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def needs_checkpoints(engine: Engine) -> bool:
+    """Whether someone must call `checkpoint`: SQLite's log, yes; PostgreSQL checkpoints by itself."""
+    return engine.dialect.name == "sqlite"
+
+
 def checkpoint(engine: Engine) -> int:
     """Copy SQLite's write-ahead log into the database file, never waiting for a reader or writer:
     pass after pass until all of it is copied (the next writer then starts the log over) or another
     checkpoint runs, at most a few passes; how many of the log's pages are in the file now.
-    PostgreSQL checkpoints by itself: 0."""
-    if engine.dialect.name != "sqlite":
+    0 where the database needs no checkpoints."""
+    if not needs_checkpoints(engine):
         return 0
     copied = 0
     with engine.connect() as connection:
