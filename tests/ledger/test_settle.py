@@ -153,6 +153,7 @@ def test_a_call_settled_after_its_hold_was_voided_is_still_charged(budget: Budge
     snapshot = budget.snapshot("p1")
     assert (snapshot.used_micros, snapshot.held_micros) == (6_000, 0)
     assert [e.status for e in usage_events(budget)] == ["voided", "success"]
+    assert budget.void(practice_id="p1", request_id="r1").status == "voided"  # a replay: the first result
     assert budget.verify() == []
 
 

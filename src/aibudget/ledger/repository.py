@@ -264,11 +264,6 @@ _INSERT_SETTLEMENT = Statement("""
     VALUES (:practice_id, :request_id, :event_id, :occurred_at)
     ON CONFLICT (practice_id, request_id) DO NOTHING RETURNING event_id
 """)
-_SETTLEMENT = Statement(f"""
-    SELECT {", ".join("e." + name for name in EventRow._fields)}
-    FROM settlements s JOIN usage_events e ON e.event_id = s.event_id AND e.occurred_at = s.occurred_at
-    WHERE s.practice_id = :practice_id AND s.request_id = :request_id
-""")
 
 
 def _event_params(values: dict[str, Any]) -> dict[str, Any]:
@@ -313,11 +308,6 @@ def _event_row(row: tuple[Any, ...]) -> EventRow:
     values = list(row)
     values[1], values[22], values[24] = instant(values[1]), bool(values[22]), from_json(values[24])
     return EventRow(*values)
-
-
-def settlement(connection: Connection, practice_id: str, request_id: str) -> EventRow | None:
-    row = _SETTLEMENT.one(connection, {"practice_id": practice_id, "request_id": request_id})
-    return None if row is None else _event_row(row)
 
 
 def settlement_and_authorization(

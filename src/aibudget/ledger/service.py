@@ -433,13 +433,14 @@ def void(
     """Release the hold of a call that was not made. Voiding twice returns the first result."""
     state = _write_state(connection, practice_id, now, rules)
     practice = state.practice
-    held = repository.authorization(connection, practice.practice_id, check_request_id(request_id))
-    if held is None:
-        if repository.settlement(connection, practice.practice_id, request_id) is not None:
-            raise Conflict(f"request_id {request_id!r} is settled; its cost stands", field="request_id")
-        raise NotFound(f"request_id {request_id!r} has no authorization to void", field="request_id")
-    if held.status == "settled":
+    held, settled = repository.authorization_or_settled(
+        connection, practice.practice_id, check_request_id(request_id)
+    )
+    # a hold voided before its call was settled anyway stays voided: a replay gets that first result
+    if (held is None and settled) or (held is not None and held.status == "settled"):
         raise Conflict(f"request_id {request_id!r} is settled; its cost stands", field="request_id")
+    if held is None:
+        raise NotFound(f"request_id {request_id!r} has no authorization to void", field="request_id")
     if held.status == "active":
         _release(connection, practice, state, held, "voided", now)
         held = repository.authorization(connection, practice.practice_id, request_id)
