@@ -3,10 +3,11 @@
 Every write to a practice's money runs under one lock per practice, so two calls never read the same
 balance and both spend it:
 
-- SQLite allows one writer per file. A write transaction starts with `BEGIN IMMEDIATE`, which takes
-  the file's write lock up front (waiting up to the busy timeout); reads start with a plain `BEGIN`
-  and, under WAL, never wait for writers. A deferred `BEGIN` for writes would let two transactions
-  read the same balance and fail only when the second one tries to write.
+- SQLite allows one writer per file. A write transaction waits its turn in the file's
+  `WriterQueue` (`store.writers`), then starts with `BEGIN IMMEDIATE`, which takes the file's write
+  lock up front (waiting up to the busy timeout); reads start with a plain `BEGIN` and, under WAL,
+  never wait for writers. A deferred `BEGIN` for writes would let two transactions read the same
+  balance and fail only when the second one tries to write.
 - PostgreSQL allows many writers. A write transaction locks the practice's `balances` row with
   `SELECT ... FOR UPDATE` before it reads anything it will change; other practices proceed in
   parallel. Several rows are always locked in one fixed order (sorted practice ids) so two
@@ -26,11 +27,14 @@ database afresh, so service resumes by itself once it is back.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,6 +44,7 @@ from sqlalchemy.sql.dml import Insert
 
 from aibudget.errors import DatabaseUnavailable
 from aibudget.store.sql import Statement
+from aibudget.store.writers import WAIT_SECONDS, WriterQueue
 
 _WRITE = "aibudget_write"
 # A fixed key for pg_advisory_xact_lock, so concurrent start-ups migrate one at a time.
@@ -68,10 +73,15 @@ BACKSTOP_CHECKPOINT_PAGES = 10_000
 _CHECKPOINT_PASSES = 10
 
 
+# each SQLite engine's writers' line, for `write_transaction`
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+
+
 def install_sqlite_transactions(
     engine: Engine, *, synchronous: str = "normal", checkpoint_pages: int = DEFAULT_CHECKPOINT_PAGES
 ) -> None:
-    """Take transaction control from the sqlite3 module so `BEGIN IMMEDIATE` is ours to emit.
+    """Take transaction control from the sqlite3 module so `BEGIN IMMEDIATE` is ours to emit, and
+    line up the engine's writers (`store.writers`).
 
     `synchronous`: under WAL, `normal` survives any crash of the process but may lose the last
     commits on a power cut or OS crash; `full` syncs every commit to disk and costs a sync each.
@@ -88,7 +98,7 @@ def install_sqlite_transactions(
             "PRAGMA journal_mode=WAL",
             f"PRAGMA synchronous={synchronous.upper()}",
             "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=30000",
+            f"PRAGMA busy_timeout={WAIT_SECONDS * 1000}",
             # 64 MiB of page cache per connection (default 2 MiB): the indexes the hot path probes
             # stay in memory as history grows, which keeps authorize and settle flat in its size
             "PRAGMA cache_size=-65536",
@@ -106,10 +116,24 @@ def install_sqlite_transactions(
         assert driver is not None
         driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    queue = WriterQueue(_sqlite_file(engine), unavailable=_UNAVAILABLE_DETAIL)
+    _WRITER_QUEUES[engine] = queue
+    event.listen(engine, "engine_disposed", lambda _engine: queue.close())
+    # an engine never disposed closes it when collected; at exit the process's end closes it
+    weakref.finalize(engine, queue.close).atexit = False
+
 
 def needs_checkpoints(engine: Engine) -> bool:
     """Whether someone must call `checkpoint`: SQLite's log, yes; PostgreSQL checkpoints by itself."""
     return engine.dialect.name == "sqlite"
+
+
+def _sqlite_file(engine: Engine) -> str:
+    """The absolute path of the engine's SQLite file, given as a path or a `file:` URI."""
+    database = engine.url.database or ""
+    if engine.url.query.get("uri") == "true" and database.startswith("file:"):
+        database = unquote(urlsplit(database).path)
+    return os.path.abspath(database)
 
 
 def checkpoint(engine: Engine) -> int:
@@ -137,7 +161,8 @@ def checkpoint(engine: Engine) -> int:
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that may change money; committed on success, rolled back on any error."""
-    with engine.connect() as connection:
+    queue = _WRITER_QUEUES.get(engine)
+    with queue if queue is not None else nullcontext(), engine.connect() as connection:
         connection = connection.execution_options(**{_WRITE: True})
         with connection.begin():
             yield connection
