@@ -4,7 +4,9 @@ in tests/api/test_database_unavailable.py."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +16,13 @@ import pytest
 
 from aibudget import Budget, Settings
 from aibudget.errors import DatabaseUnavailable, InvalidInput
-from aibudget.ledger.fail_open import JOURNAL_DIRECTORY, Admission, Journal, JournalFull
+from aibudget.ledger.fail_open import (
+    ABANDONED_AFTER_SECONDS,
+    JOURNAL_DIRECTORY,
+    Admission,
+    Journal,
+    JournalFull,
+)
 from tests.conftest import FakeClock
 
 LETTER = {"operation": "letter", "model": "gpt-4o-mini", "input_tokens": 1000, "max_output_tokens": 500}
@@ -195,3 +203,18 @@ def test_an_unreadable_journal_file_is_set_aside_and_stops_no_other(
     assert budget.fail_open_admissions() == [kept]
     assert (directory / "damaged.unreadable").read_text() == '{"practice_id": "p1"}\nnot json\n'
     assert "damaged.jsonl is unreadable, set aside: line 1: not an admission" in caplog.text
+
+
+def test_a_journal_file_whose_maker_died_before_naming_it_is_removed(budget: Budget, tmp_path: Path) -> None:
+    directory = tmp_path / "var" / JOURNAL_DIRECTORY
+    directory.mkdir(parents=True)
+    long_ago = os.stat(directory).st_mtime - ABANDONED_AFTER_SECONDS - 1
+    abandoned, fresh, in_use = (directory / f"{name}.opening" for name in ("abandoned", "fresh", "in-use"))
+    for path in (abandoned, fresh, in_use):
+        path.touch()
+    for path in (abandoned, in_use):
+        os.utime(path, (long_ago, long_ago))
+    with in_use.open("rb") as maker:  # its journal is between making and naming it
+        fcntl.flock(maker, fcntl.LOCK_EX)
+        assert budget.record_admissions() == 0
+    assert sorted(path.name for path in directory.iterdir()) == ["fresh.opening", "in-use.opening"]

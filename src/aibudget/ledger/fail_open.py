@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from io import FileIO
@@ -38,6 +39,7 @@ from aibudget.store.dialect import insert_ignore, run_transaction
 
 JOURNAL_LIMIT = 100_000  # ~300 bytes each: ~30 MB at most
 JOURNAL_DIRECTORY = "fail-open"  # under the data directory
+ABANDONED_AFTER_SECONDS = 60
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,7 @@ class Journal:
         """Journal files no living journal holds, each opened and locked, with the admissions it keeps."""
         if not self._directory.is_dir():
             return []
+        _remove_abandoned(self._directory)
         own = self._path
         found: list[tuple[IO[str], list[Admission]]] = []
         for path in sorted(self._directory.glob("*.jsonl")):
@@ -197,6 +200,21 @@ class Journal:
                 path.rename(path.with_suffix(".unreadable"))
                 orphan.close()
         return found
+
+
+def _remove_abandoned(directory: Path) -> None:
+    """Remove the `.opening` files of journals whose process died making them: nothing is written
+    to one before it is named `.jsonl`, and a living journal names its own within microseconds, so
+    an empty, unlocked one older than `ABANDONED_AFTER_SECONDS` holds no admission and no one's."""
+    for path in directory.glob("*.opening"):
+        try:
+            with path.open("rb") as opening:
+                fcntl.flock(opening, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                found = os.fstat(opening.fileno())
+                if found.st_size == 0 and time.time() - found.st_mtime > ABANDONED_AFTER_SECONDS:
+                    path.unlink()
+        except (FileNotFoundError, BlockingIOError):  # named or removed meanwhile; its journal lives
+            continue
 
 
 class UnreadableJournal(Exception):
