@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -82,6 +82,15 @@ class Period:
     @property
     def included_remaining_micros(self) -> int:
         return max(0, self.included_micros - self.included_used_micros)
+
+    def charged(self, *, included_micros: int, cost_micros: int, overage_micros: int) -> Period:
+        """This period after a call charged it, as `ledger.repository.charge_period` writes it."""
+        return replace(
+            self,
+            included_used_micros=self.included_used_micros + included_micros,
+            used_micros=self.used_micros + cost_micros,
+            overage_micros=self.overage_micros + overage_micros,
+        )
 
 
 @dataclass(frozen=True, slots=True)

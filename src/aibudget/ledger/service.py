@@ -383,11 +383,8 @@ def settle(
             overage_micros=overage,
         )
         if current is not None and current.period_id == period.period_id:
-            current = replace(
-                current,
-                included_used_micros=current.included_used_micros + included,
-                used_micros=current.used_micros + price.cost_micros,
-                overage_micros=current.overage_micros + overage,
+            current = current.charged(
+                included_micros=included, cost_micros=price.cost_micros, overage_micros=overage
             )
     credit = [part for part in split if part.pot == "credit"]
     for part in credit:
