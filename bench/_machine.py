@@ -1,11 +1,15 @@
-"""What a benchmark ran on, recorded with its results (not a benchmark itself: run.py skips `_*.py`)."""
+"""What a benchmark ran on, and its results file (not a benchmark itself: run.py skips `_*.py`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sqlite3
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def machine() -> dict[str, object]:
@@ -29,3 +33,17 @@ def machine() -> dict[str, object]:
         "sqlite": sqlite3.sqlite_version,
         "os": platform.platform(),
     }
+
+
+def write_results(path: Path, benchmark: str, *, elapsed_s: float, **fields: Any) -> None:
+    """`path` as JSON: the benchmark's name, when and on what it ran, `fields`, how long it took."""
+    report = {
+        "benchmark": benchmark,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **fields,
+        "elapsed_s": round(elapsed_s, 1),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{elapsed_s:.1f} s; written to {path}", file=sys.stderr)

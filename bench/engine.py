@@ -38,7 +38,6 @@ with the machine they ran on. Runs in ~2-3 min:
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 import statistics
@@ -47,11 +46,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _machine import machine
+from _machine import write_results
 from aibudget import Budget, Settings
 from aibudget.pricing.catalog import CATALOG_VERSION
 
@@ -423,7 +421,6 @@ def rows(results: list[dict[str, Any]]) -> Iterator[list[str]]:
 
 def main() -> None:
     began = time.perf_counter()
-    host = machine()
     results = []
     for size in SIZES:
         print(f"history {size_label(size)} ...", file=sys.stderr, flush=True)
@@ -455,17 +452,16 @@ def main() -> None:
         + f"; books verified at {size_label(VERIFY_SIZE)}."
     )
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "engine",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": host,
-        "targets": {
+    write_results(
+        RESULTS,
+        "engine",
+        elapsed_s=elapsed,
+        targets={
             "snapshot_median_us_max": SNAPSHOT_TARGET_US,
             "authorize_settle_pairs_per_s_min": PAIRS_TARGET,
             "flat_in_history": True,
         },
-        "method": {
+        method={
             "latency_rounds": LATENCY_ROUNDS,
             "latency_calls_per_round": LATENCY_CALLS,
             "naive_round_s": NAIVE_ROUND_S,
@@ -474,12 +470,9 @@ def main() -> None:
             "naive_run_s": NAIVE_RUN_S,
             "pairs_per_run_min_max": [PAIRS_MIN, PAIRS_MAX],
         },
-        "flatness": flat,
-        "elapsed_s": round(elapsed, 1),
-        "results": results,
-    }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
+        flatness=flat,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

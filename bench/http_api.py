@@ -30,20 +30,17 @@ everything runs on 127.0.0.1. Results go to bench/results/http_api.json. Runs in
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import os
-import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from _load import Connection, authorization, free_port, open_budget, percentiles, serve, subscribe, usage
-from _machine import machine
+from _machine import machine, write_results
 
 RESULTS = Path(__file__).parent / "results" / "http_api.json"
 
@@ -249,17 +246,16 @@ def main() -> None:
     )
     print(f"\n{note}")
     elapsed = time.perf_counter() - began
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "http",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": host,
-        "targets": {
+    write_results(
+        RESULTS,
+        "http",
+        elapsed_s=elapsed,
+        targets={
             "pairs_per_s_per_worker_min": PAIRS_TARGET_PER_WORKER,
             "authorize_p99_ms_max": P99_TARGET_MS,
             "at_rate_per_s": RATE,
         },
-        "method": {
+        method={
             "client": "http.client keep-alive, threads in one spawned process",
             "pair_threads": THREADS,
             "pairs_s": PAIRS_S,
@@ -269,13 +265,10 @@ def main() -> None:
             "latency_threads": LATENCY_THREADS,
             "latency_measured_from": "due time (open loop)",
         },
-        "note": note,
-        "load_average_1m": {"before": load_before[0], "after": load_after[0]},
-        "elapsed_s": round(elapsed, 1),
-        "results": results,
-    }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
+        note=note,
+        load_average_1m={"before": load_before[0], "after": load_after[0]},
+        results=results,
+    )
 
 
 if __name__ == "__main__":

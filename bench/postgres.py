@@ -38,7 +38,6 @@ Loops are bounded in time and count. Results go to bench/results/postgres.json. 
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import os
 import random
@@ -49,7 +48,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +56,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from _load import Connection, authorization, free_port, serve, subscribe, usage
-from _machine import machine
+from _machine import machine, write_results
 from aibudget import Budget, Settings
 from aibudget.money import parse_usd
 from aibudget.store import tables
@@ -317,13 +315,12 @@ def main() -> int:
     )
     print(f"\n{note}")
     elapsed = time.perf_counter() - began
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "postgres",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": host,
-        "targets": {"pairs_per_s_min": PAIRS_TARGET, "workers": WORKERS, "hot_overspend_micros": 0},
-        "method": {
+    write_results(
+        RESULTS,
+        "postgres",
+        elapsed_s=elapsed,
+        targets={"pairs_per_s_min": PAIRS_TARGET, "workers": WORKERS, "hot_overspend_micros": 0},
+        method={
             "client": "http.client keep-alive, threads in one spawned process",
             "spread_threads": SPREAD_THREADS,
             "warmup_s": WARMUP_S,
@@ -334,13 +331,10 @@ def main() -> int:
             "hot_refusals_per_thread": REFUSALS_BEFORE_GIVING_UP,
             "estimate_micros": ESTIMATE_MICROS,
         },
-        "note": note,
-        "load_average_1m": {"before": load_before[0], "after": load_after[0]},
-        "elapsed_s": round(elapsed, 1),
-        "results": result,
-    }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
+        note=note,
+        load_average_1m={"before": load_before[0], "after": load_after[0]},
+        results=result,
+    )
     if books["overspend_micros"] > 0 or books["verify_discrepancies"] or books["held_micros"]:
         print("The hot practice's books are wrong: see 'books' in the results.", file=sys.stderr)
         return 1

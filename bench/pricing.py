@@ -19,10 +19,7 @@ min-max over rounds, in µs. Results also go to bench/results/pricing.json. Runs
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,6 +28,7 @@ from pathlib import Path
 
 import genai_prices
 
+from _machine import write_results
 from aibudget.pricing.catalog import CATALOG_VERSION, PriceCatalog, Usage
 
 ROUNDS = 7
@@ -140,20 +138,15 @@ def main() -> None:
             f"| {cell(row['catalog_cold'])} | {ratio:.0f}x |"
         )
     elapsed = time.perf_counter() - began
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "pricing",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "catalog": CATALOG_VERSION,
-        "rounds": ROUNDS,
-        "unit": "microseconds per call",
-        "elapsed_s": round(elapsed, 1),
-        "results": rows,
-    }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
+    write_results(
+        RESULTS,
+        "pricing",
+        elapsed_s=elapsed,
+        catalog=CATALOG_VERSION,
+        rounds=ROUNDS,
+        unit="microseconds per call",
+        results=rows,
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fa
 from tests.fake_openai import FakeOpenAI
 
 from _load import free_port, open_budget, serve, subscribe
-from _machine import machine
+from _machine import machine, write_results
 
 RESULTS = Path(__file__).parent / "results" / "proxy.json"
 ROUNDS, PER_ROUND, WARMUP = 10, 50, 50
@@ -132,23 +131,19 @@ def main() -> None:
             f"| {row['added_p50_ms']:.2f} ms | {row['added_p99_ms']:.2f} ms |"
         )
     elapsed = time.perf_counter() - began
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "benchmark": "proxy",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": host,
-        "targets": {"added_p50_ms_max": TARGET_P50_MS},
-        "method": {
+    write_results(
+        RESULTS,
+        "proxy",
+        elapsed_s=elapsed,
+        targets={"added_p50_ms_max": TARGET_P50_MS},
+        method={
             "rounds": ROUNDS,
             "calls_per_round": PER_ROUND,
             "warmup": WARMUP,
             "client": "http.client keep-alive",
         },
-        "elapsed_s": round(elapsed, 1),
-        "results": results,
-    }
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{elapsed:.1f} s; written to {RESULTS}", file=sys.stderr)
+        results=results,
+    )
 
 
 if __name__ == "__main__":
