@@ -21,6 +21,7 @@ run: $(STAMP)
 test: $(STAMP)
 	./scripts/ensure-postgres
 	./scripts/ensure-chromium
+	./scripts/ensure-iptables
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -14,6 +14,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
+from sqlalchemy.engine import make_url
 
 from aibudget.errors import ConfigError
 from aibudget.store import tables
@@ -27,6 +28,7 @@ from aibudget.store.dialect import (
     write_transaction,
 )
 from aibudget.store.engine import open_engine
+from tests.databases import PostgresServer
 
 
 def test_migrations_build_exactly_the_declared_tables(empty_database_url: str) -> None:
@@ -186,3 +188,23 @@ def test_only_sqlite_needs_checkpoints(database_url: str, backend: str) -> None:
     assert needs_checkpoints(engine) == (backend == "sqlite")
     copied = checkpoint(engine)
     assert copied > 0 if backend == "sqlite" else copied == 0  # PostgreSQL checkpoints by itself
+
+
+def test_postgres_connections_give_up_in_seconds_unless_the_url_says_otherwise(
+    postgres: PostgresServer,
+) -> None:
+    url = make_url(postgres.create_database())
+    try:
+        for query, timeout in (({}, "5"), ({"connect_timeout": "7"}, "7")):
+            engine = open_engine(url.update_query_dict(query).render_as_string(hide_password=False))
+            connection = engine.raw_connection()
+            try:
+                options = connection.driver_connection.info.get_parameters()  # type: ignore[union-attr]
+            finally:
+                connection.close()
+                engine.dispose()
+            assert options["connect_timeout"] == timeout
+            assert options["tcp_user_timeout"] == "10000"
+            assert options["keepalives"] == "1"
+    finally:
+        postgres.drop_database(url.render_as_string(hide_password=False))

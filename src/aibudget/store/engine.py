@@ -21,6 +21,20 @@ from aibudget.store.dialect import (
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_SECONDS = 5
+# A PostgreSQL that stops answering — a network cut, a host gone — fails the call in seconds, not in
+# the quarter of an hour the system's TCP would otherwise retry for. Connecting gives up after
+# CONNECT_TIMEOUT_SECONDS; a query whose bytes go unacknowledged for UNACKNOWLEDGED_SECONDS drops its
+# connection (a slow query is not affected: its bytes were acknowledged); keepalive probes find a
+# pooled connection that died while idle, before a call picks it.
+UNACKNOWLEDGED_SECONDS = 10
+POSTGRES_CONNECTION = {
+    "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "tcp_user_timeout": UNACKNOWLEDGED_SECONDS * 1000,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 def open_engine(
@@ -67,8 +81,10 @@ def open_engine(
             pool_size=pool_size,
             max_overflow=pool_max_overflow,
             hide_parameters=True,
-            # a server that does not answer at all fails the call in seconds, not minutes
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            # the URL's own libpq options win over these defaults
+            connect_args={
+                name: value for name, value in POSTGRES_CONNECTION.items() if name not in parsed.query
+            },
         )
     else:
         raise ConfigError(f"AIBUDGET_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}")

@@ -1,0 +1,61 @@
+"""A TCP relay a test owns between aibudget and its database: stopping it cuts every open connection
+and refuses new ones, as a failed network or a stopped database server would."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+from tests.api.conftest import free_port
+
+
+class Relay:
+    """Forwards TCP connections from a local port to `target` until stopped; can start again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # the listener was closed: stopped
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass  # the other direction or `stop` closed the pair
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def stop(self) -> None:
+        if self._listener is None:
+            return  # already stopped
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone would not
+        self._listener.close()
+        self._listener = None
+        with self._lock:
+            cut, self._sockets = self._sockets, set()
+        for end in cut:
+            with contextlib.suppress(OSError):  # already closed by its pump
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()

@@ -1,0 +1,71 @@
+"""A network cut between aibudget and PostgreSQL — packets dropped, nothing refused, as when a link or
+a host fails — fails calls with `DatabaseUnavailable` in seconds instead of leaving them waiting for
+the quarter of an hour TCP retries for, and service resumes once the network is back.
+
+The cut is a firewall rule dropping the packets to a relay in front of PostgreSQL, so it needs root
+and iptables (`scripts/ensure-iptables`); without them the test is skipped with the reason — or
+fails, when `AIBUDGET_REQUIRE_NETWORK_CUT=1` (set by CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from aibudget import Budget, DatabaseUnavailable, Settings
+from tests.databases import PostgresServer
+from tests.factories import open_practice
+from tests.relay import Relay
+
+SECONDS_AT_MOST = 60  # the engine's settings give up after ~15 s; TCP alone would wait ~15 minutes
+
+
+def _rule(action: str, port: int) -> subprocess.CompletedProcess[str]:
+    command = ["iptables", action, "INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+@contextmanager
+def cut(port: int) -> Iterator[None]:
+    """Drop every packet sent to `port` on the loopback interface while the block runs."""
+    added = _rule("-A", port) if shutil.which("iptables") else None
+    if added is None or added.returncode != 0:
+        reason = "no iptables" if added is None else f"iptables refused: {added.stderr.strip()}"
+        message = f"the network cannot be cut here ({reason}; needs root, see scripts/ensure-iptables)"
+        if os.environ.get("AIBUDGET_REQUIRE_NETWORK_CUT") == "1":
+            pytest.fail(message + " (AIBUDGET_REQUIRE_NETWORK_CUT=1)", pytrace=False)
+        pytest.skip(message)
+    try:
+        yield
+    finally:
+        _rule("-D", port)
+
+
+def test_a_call_across_a_cut_network_fails_in_seconds_and_service_resumes(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    direct = make_url(postgres.create_database())
+    relay = Relay((direct.host or "127.0.0.1", direct.port or 5432))
+    relay.start()
+    relayed = direct.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    try:
+        with Budget.open(relayed, settings=Settings.load(data_dir=tmp_path / "var")) as budget:
+            open_practice(budget, "p1")  # the pool now holds a connection through the relay
+            calls = ThreadPoolExecutor(max_workers=1)
+            with cut(relay.port):
+                pending = calls.submit(budget.snapshot, "p1")
+                with pytest.raises(DatabaseUnavailable):
+                    pending.result(timeout=SECONDS_AT_MOST)  # TimeoutError when it still waits
+            calls.shutdown(wait=False)
+            assert budget.snapshot("p1").practice_id == "p1"  # the network is back: served again
+    finally:
+        relay.stop()
+        postgres.drop_database(str(direct))
