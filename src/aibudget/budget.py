@@ -59,7 +59,7 @@ from aibudget.payments import packages, webhooks
 from aibudget.payments.gateway import CheckoutSession, StripeGateway
 from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
-from aibudget.store.dialect import checkpoint, needs_checkpoints, run_transaction
+from aibudget.store.dialect import checkpoint, is_embedded, needs_checkpoints, run_transaction
 from aibudget.store.engine import open_engine
 from aibudget.views.snapshot import Snapshot
 
@@ -515,6 +515,11 @@ class Budget:
             )
         assert state is not None
         return state.snapshot()
+
+    @property
+    def embedded_database(self) -> bool:
+        """Whether the database runs inside this process (SQLite), so no call waits on a network."""
+        return is_embedded(self.engine)
 
     @property
     def needs_checkpoints(self) -> bool:

@@ -1,6 +1,7 @@
 """A network cut between aibudget and PostgreSQL — packets dropped, nothing refused, as when a link or
 a host fails — fails calls with `DatabaseUnavailable` in seconds instead of leaving them waiting for
-the quarter of an hour TCP retries for, and service resumes once the network is back.
+the quarter of an hour TCP retries for, and service resumes once the network is back. Meanwhile the
+server keeps answering what needs no database: a call waiting on the network holds up no other.
 
 The cut is a firewall rule dropping the packets to a relay in front of PostgreSQL, so it needs root
 and iptables (`scripts/ensure-iptables`); without them the test is skipped with the reason — or
@@ -12,15 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from aibudget import Budget, DatabaseUnavailable, Settings
+from tests.api.test_accounts import key
+from tests.api.test_database_unavailable import LETTER, relayed_server
 from tests.databases import PostgresServer
 from tests.factories import open_practice
 from tests.relay import Relay
@@ -69,3 +74,26 @@ def test_a_call_across_a_cut_network_fails_in_seconds_and_service_resumes(
     finally:
         relay.stop()
         postgres.drop_database(str(direct))
+
+
+def test_the_server_answers_its_health_check_while_a_call_waits_on_a_cut_network(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    with relayed_server(postgres, tmp_path / "var") as (server, relay):
+        with server.budget() as books:
+            open_practice(books, "p1")
+        backend = server.client(key(server, "service"))
+        backend.timeout = httpx.Timeout(SECONDS_AT_MOST)
+        assert backend.get("/v1/practices/p1/budget").status_code == 200  # pooled connections, in use
+        calls = ThreadPoolExecutor(max_workers=1)
+        with cut(relay.port):
+            waiting = calls.submit(
+                backend.post, "/v1/authorizations", json={**LETTER, "request_id": "r1", "practice_id": "p1"}
+            )
+            time.sleep(1)  # the call's key check now waits on the cut network
+            assert not waiting.done()
+            health = httpx.get(f"{server.url}/healthz", timeout=3)  # httpx.ReadTimeout when held up
+            assert health.status_code == 200
+            refused = waiting.result(timeout=SECONDS_AT_MOST)
+            assert (refused.status_code, refused.json()["error_code"]) == (503, "DATABASE_UNAVAILABLE")
+        calls.shutdown(wait=False)

@@ -1,7 +1,10 @@
 """What routes depend on, as `Annotated` aliases: the `Budget`, the caller, the role it must have.
 
-The dependencies are `async` on purpose: each is a few microseconds of work (the key check is one
-indexed read), less than handing it to a worker thread would cost on every request.
+The dependencies are `async`: most are microseconds of work, less than handing them to a worker
+thread would cost on every request. The key check reads the database: on SQLite, a file in this
+process, it runs on the event loop too; on PostgreSQL it runs on a worker thread, as a read over
+the network may be slow or, when the network is cut, wait for seconds — the event loop would stop
+every other request, the health checks included, meanwhile.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from aibudget.auth.recent import RecentKeys
 from aibudget.auth.service import Principal, Role
@@ -34,6 +38,12 @@ async def get_principal(
     if authorization and authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()
     recent: RecentKeys | None = request.app.state.recent_keys  # set with fail-open only
+    if budget.embedded_database:
+        return _principal(budget, presented, recent)
+    return await run_in_threadpool(_principal, budget, presented, recent)
+
+
+def _principal(budget: Budget, presented: str | None, recent: RecentKeys | None) -> Principal:
     if recent is None:
         return budget.authenticate(presented)
     try:

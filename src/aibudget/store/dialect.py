@@ -123,6 +123,11 @@ def install_sqlite_transactions(
     weakref.finalize(engine, queue.close).atexit = False
 
 
+def is_embedded(engine: Engine) -> bool:
+    """Whether the database runs inside this process (SQLite): a read never waits on a network."""
+    return engine.dialect.name == "sqlite"
+
+
 def needs_checkpoints(engine: Engine) -> bool:
     """Whether someone must call `checkpoint`: SQLite's log, yes; PostgreSQL checkpoints by itself."""
     return engine.dialect.name == "sqlite"
