@@ -154,6 +154,10 @@ class Settings(BaseSettings):
         default=None, description="signing secret of the webhook endpoint (whsec_...)"
     )
     stripe_api_base: str = Field(default="https://api.stripe.com", description="Stripe's API address")
+    stripe_timeout_seconds: float = Field(
+        default=10, gt=0, le=80,
+        description="how long one request to Stripe may take before it is tried again (twice at most)",
+    )  # fmt: skip
     credit_packages: tuple[CreditPackage, ...] = Field(
         default=DEFAULT_PACKAGES, description="extra credit for sale (JSON list in the variable)"
     )

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,16 @@ def paying(database_url: str, tmp_path: Path, clock: FakeClock, fake_stripe: Fak
     """A budget with Stripe on, and practice `praxis-muster`: 1 USD included, subscribed as customer
     `cus_muster` (whose saved card works), automatic top-up of 25 USD under 0.50 USD, at most two a
     month."""
-    settings = stripe_settings(fake_stripe, tmp_path / "var")
+    with open_paying(database_url, tmp_path, clock, fake_stripe) as budget:
+        yield budget
+
+
+@contextmanager
+def open_paying(
+    database_url: str, tmp_path: Path, clock: FakeClock, fake: FakeStripe, **overrides: Any
+) -> Iterator[Budget]:
+    """The `paying` budget, with settings `overrides`."""
+    settings = stripe_settings(fake, tmp_path / "var", **overrides)
     with Budget.open(database_url, settings=settings, clock=clock) as budget:
         budget.put_practice(PRACTICE, name="Praxis Muster", locale="de-CH")
         budget.put_plan("basic", included_usd="1")

@@ -6,9 +6,11 @@ practice is told each outcome in its own language."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,16 @@ from aibudget import Budget, BudgetExceeded
 from aibudget.credit import autotopup
 from tests.conftest import FakeClock
 from tests.fake_stripe import FakeStripe, event, payment_intent_object
-from tests.payments.conftest import CUSTOMER, PERIOD_END, PERIOD_START, PRACTICE, signed, spend, wait_until
+from tests.payments.conftest import (
+    CUSTOMER,
+    PERIOD_END,
+    PERIOD_START,
+    PRACTICE,
+    open_paying,
+    signed,
+    spend,
+    wait_until,
+)
 
 
 def exhaust_without_topup(budget: Budget, request_id: str) -> None:
@@ -295,6 +306,24 @@ def test_a_charge_stripe_never_answered_is_sent_again_with_the_same_key(
         request.idempotency_key for request in fake_stripe.requests if request.path == "/v1/payment_intents"
     }
     assert keys == {f"aibudget-topup-{attempt.attempt_id}"}
+
+
+def test_a_charge_stripe_does_not_answer_in_time_leaves_the_call_refused_not_waiting(
+    database_url: str, tmp_path: Path, clock: FakeClock, fake_stripe: FakeStripe
+) -> None:
+    with open_paying(database_url, tmp_path, clock, fake_stripe, stripe_timeout_seconds=0.5) as paying:
+        exhaust_without_topup(paying, "start")
+        with fake_stripe.hold_payment_intents():  # Stripe takes the charge and does not answer
+            started = time.monotonic()
+            with pytest.raises(BudgetExceeded) as refused:
+                paying.authorize(request_id="slow-stripe", practice_id=PRACTICE, operation="letter",
+                                 model="gpt-4o", input_tokens=1000)  # fmt: skip
+            waited = time.monotonic() - started
+        # three tries of 0.5 s and the package's pauses between them; its own timeout would be 3 x 80 s
+        assert waited < 15
+        assert refused.value.payload["reason"] == "auto_topup_pending"
+        [attempt] = paying.topup_attempts(PRACTICE)
+        assert attempt.status == "pending"  # charged again later, with the same idempotency key
 
 
 def test_no_subscription_means_no_top_up(paying: Budget, fake_stripe: FakeStripe) -> None:

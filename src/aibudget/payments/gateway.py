@@ -57,11 +57,13 @@ class CheckoutSession:
 class StripeGateway:
     """Stripe for one deployment; `None` from `from_settings` when no API key is configured."""
 
-    def __init__(self, api_key: str, *, api_base: str) -> None:
+    def __init__(self, api_key: str, *, api_base: str, timeout_seconds: float) -> None:
+        # a top-up charged during an authorization holds that call: each request to Stripe gets
+        # `timeout_seconds` (the package's own default is 80), an unanswered charge stays pending
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base},
-            http_client=stripe.HTTPXClient(allow_sync_methods=True),
+            http_client=stripe.HTTPXClient(timeout=timeout_seconds, allow_sync_methods=True),
             max_network_retries=2,  # safe: every charge carries its idempotency key
         )
 
@@ -69,7 +71,11 @@ class StripeGateway:
     def from_settings(cls, settings: Settings) -> StripeGateway | None:
         if settings.stripe_api_key is None:
             return None
-        return cls(settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base)
+        return cls(
+            settings.stripe_api_key.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            timeout_seconds=settings.stripe_timeout_seconds,
+        )
 
     def charge(self, attempt: TopupAttempt, *, customer_id: str | None) -> Charge:
         """Charge the customer's saved card off-session for a top-up attempt (see module doc)."""
