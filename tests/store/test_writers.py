@@ -100,3 +100,15 @@ def test_closing_the_budget_closes_the_queue_s_file(tmp_path: Path) -> None:
     assert open_queue_files(database) == 1
     budget.close()
     assert open_queue_files(database) == 0
+
+
+def test_a_queue_whose_file_cannot_be_made_answers_database_unavailable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = WriterQueue(str(tmp_path / "gone" / "db.sqlite3"), unavailable=DETAIL)  # no such directory
+    with pytest.raises(DatabaseUnavailable, match=f"^{DETAIL}$"), queue:
+        pass
+    assert "db.sqlite3-writers cannot be used: No such file or directory" in caplog.text
+    (tmp_path / "gone").mkdir()
+    with queue:  # its line was let go: the next writer is served
+        pass

@@ -9,7 +9,8 @@ writer that keeps losing waits on and on while later ones pass. Measured on one 
 So before `BEGIN IMMEDIATE`, a write transaction takes its turn here: the threads of a process wait
 on one lock of the engine's, the processes on an advisory lock (`flock`) of the file
 `<database>-writers` beside the database; both wake the next writer the moment the last one is
-done. Same load: p99 33 ms, max 50 ms, as many calls per second (the README's benchmark measures it).
+done. Same load: p99 ~31 ms, max 60-70 ms, as many calls per second (`bench/http_api.py` measures
+it at saturation).
 
 SQLite's lock still guards the data: whatever does not pass here (the `sqlite3` shell, migrations,
 another program) meets it as before, and should the queue's file be shared by mistake (a process
@@ -19,12 +20,15 @@ forked with the lock held), the busy handler takes over — slower, never wrong.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import weakref
 from types import TracebackType
 
 from aibudget.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 30  # as long as SQLite's busy timeout (see `store.dialect`)
 SUFFIX = "-writers"
@@ -49,6 +53,10 @@ class WriterQueue:
         try:
             # without a timeout: the writer of another process ends its transaction, or its process ends
             fcntl.flock(self._open(), fcntl.LOCK_EX)
+        except OSError as error:  # the file cannot be made or locked (permissions, a full disk, ...)
+            self._lock.release()
+            log.error("the writers' queue %s cannot be used: %s", self.path, error.strerror)
+            raise DatabaseUnavailable(self._unavailable) from error
         except BaseException:
             self._lock.release()
             raise
@@ -70,11 +78,8 @@ class WriterQueue:
                 self._fd = None
 
     def _open(self) -> int:
-        if self._fd is None:
-            try:  # read-only is enough to lock it
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as error:
-                raise DatabaseUnavailable(f"{self._unavailable} ({self.path}: {error.strerror})") from error
+        if self._fd is None:  # read-only is enough to lock it
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         return self._fd
 
     def _forked(self) -> None:
