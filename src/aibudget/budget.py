@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -59,7 +60,7 @@ from aibudget.payments import packages, webhooks
 from aibudget.payments.gateway import CheckoutSession, StripeGateway
 from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
-from aibudget.store.dialect import checkpoint, is_embedded, needs_checkpoints, run_transaction
+from aibudget.store.dialect import checkpoint, is_embedded, needs_checkpoints, run_transaction, shared_reads
 from aibudget.store.engine import open_engine
 from aibudget.views.snapshot import Snapshot
 
@@ -136,6 +137,14 @@ class Budget:
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         return run_transaction(self.engine, work, write=False)
+
+    def consistent_reads(self) -> AbstractContextManager[None]:
+        """`with budget.consistent_reads():` every read of this budget in the block sees one
+        committed state, as of the block's first read (writes in the block are not seen).
+
+        A `snapshot` of a practice whose period ended or whose credit expired writes first and
+        answers from that write; take one before the block, so the block's state has it too."""
+        return shared_reads(self.engine)
 
     def close(self) -> None:
         self._charges.shutdown(wait=True)

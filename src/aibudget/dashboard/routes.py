@@ -212,37 +212,39 @@ def _practice_page(
     status: int = 200,
 ) -> Response:
     budget = _budget(request)
-    practice = budget.get_practice(practice_id)
-    snapshot = budget.snapshot(practice_id)
-    burn_down = budget.burn_down(practice_id)
-    since = burn_down.period_start
-    context: dict[str, Any] = {
-        "session": session,
-        "practice": practice,
-        "snapshot": snapshot,
-        "view": snapshot.client_view(locale="en"),
-        "burn_down": burn_down,
-        "chart": render.chart_data(burn_down),
-        "by_model": budget.usage_report(practice_id, since=since, group_by="model").rows,
-        "by_operation": budget.usage_report(practice_id, since=since, group_by="operation").rows,
-        "grants": budget.grants(practice_id),
-        "topup": budget.auto_topup(practice_id),
-        "attempts": budget.topup_attempts(practice_id, limit=20),
-        "notifications": budget.notifications(practice_id=practice_id, limit=20),
-        "devices": budget.devices(practice_id),
-        "filters": filters,
-        "statuses": EVENT_STATUSES,
-        "csv_query": urlencode({name: value for name, value in asdict(filters).items() if value}),
-        "grant_reference": f"dashboard-{secrets.token_hex(8)}",
-        "notice": notice,
-        "error": error,
-        "events": None,
-    }
-    try:
-        report = budget.usage_report(practice_id, limit=EVENTS_PER_PAGE, **filters.report_args())
-        context["events"] = report.rows
-    except InvalidInput as bad_filter:
-        context["error"], status = bad_filter, 422
+    budget.snapshot(practice_id)  # brings an ended period up to date before the page's state is taken
+    with budget.consistent_reads():  # every number on the page from one committed state
+        practice = budget.get_practice(practice_id)
+        snapshot = budget.snapshot(practice_id)
+        burn_down = budget.burn_down(practice_id)
+        since = burn_down.period_start
+        context: dict[str, Any] = {
+            "session": session,
+            "practice": practice,
+            "snapshot": snapshot,
+            "view": snapshot.client_view(locale="en"),
+            "burn_down": burn_down,
+            "chart": render.chart_data(burn_down),
+            "by_model": budget.usage_report(practice_id, since=since, group_by="model").rows,
+            "by_operation": budget.usage_report(practice_id, since=since, group_by="operation").rows,
+            "grants": budget.grants(practice_id),
+            "topup": budget.auto_topup(practice_id),
+            "attempts": budget.topup_attempts(practice_id, limit=20),
+            "notifications": budget.notifications(practice_id=practice_id, limit=20),
+            "devices": budget.devices(practice_id),
+            "filters": filters,
+            "statuses": EVENT_STATUSES,
+            "csv_query": urlencode({name: value for name, value in asdict(filters).items() if value}),
+            "grant_reference": f"dashboard-{secrets.token_hex(8)}",
+            "notice": notice,
+            "error": error,
+            "events": None,
+        }
+        try:
+            report = budget.usage_report(practice_id, limit=EVENTS_PER_PAGE, **filters.report_args())
+            context["events"] = report.rows
+        except InvalidInput as bad_filter:
+            context["error"], status = bad_filter, 422
     return _page(request, "practice.html", context, status=status)
 
 

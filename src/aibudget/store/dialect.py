@@ -33,6 +33,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -214,13 +215,52 @@ class Transaction(Protocol):
     def __call__(self, work: Callable[[Connection], T], /) -> T: ...
 
 
+# the read transaction `shared_reads` opened in this context, and its engine
+_SHARED_READ: ContextVar[tuple[Engine, Connection] | None] = ContextVar("aibudget_shared_read", default=None)
+
+
+@contextmanager
+def shared_reads(engine: Engine) -> Iterator[None]:
+    """Inside the block, every read `run_transaction` runs on `engine` shares one read transaction, so
+    all of them see one committed state: a page of numbers that belong together. Writes inside the
+    block run in transactions of their own, and its reads do not see them. Nested blocks share the
+    outer one's."""
+    if _SHARED_READ.get() is not None:
+        yield
+        return
+    try:
+        with read_transaction(engine) as connection:
+            token = _SHARED_READ.set((engine, connection))
+            try:
+                yield
+            finally:
+                _SHARED_READ.reset(token)
+                connection.rollback()  # it only read; and a connection lost meanwhile cannot commit
+    except DBAPIError as error:  # the block's own reads raise theirs already sorted
+        raise _sorted(error) from error
+    except PoolTimeout as error:
+        raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
+
+
+def _sorted(error: DBAPIError) -> Exception:
+    """What a database error that is not run again becomes: `DatabaseUnavailable`, or itself."""
+    return DatabaseUnavailable(_UNAVAILABLE_DETAIL) if is_unavailable(error) else error
+
+
 def run_transaction(
     engine: Engine, work: Callable[[Connection], T], *, write: bool, attempts: int = ATTEMPTS
 ) -> T:
     """`work` in one transaction, run again from the start after a transient failure (see module doc).
 
     After `attempts` runs the last error is raised; an error of the request itself is raised at once.
+    A read inside `shared_reads` runs on that block's transaction, once.
     """
+    shared = _SHARED_READ.get()
+    if not write and shared is not None and shared[0] is engine:
+        try:
+            return work(shared[1])
+        except DBAPIError as error:
+            raise _sorted(error) from error
     for attempt in range(1, attempts + 1):
         try:
             with (write_transaction if write else read_transaction)(engine) as connection:
@@ -229,9 +269,7 @@ def run_transaction(
             if attempt < attempts and is_transient(error):
                 time.sleep(_FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
                 continue
-            if is_unavailable(error):
-                raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
-            raise
+            raise _sorted(error) from error
         except PoolTimeout as error:  # every pooled connection busy for the pool's whole timeout
             raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
     raise AssertionError("unreachable: the last attempt returns or raises")
