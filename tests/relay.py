@@ -6,8 +6,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
+from aibudget import Budget, Settings
 from tests.api.conftest import free_port
+from tests.databases import PostgresServer
 
 
 class Relay:
@@ -59,3 +65,27 @@ class Relay:
             with contextlib.suppress(OSError):  # already closed by its pump
                 end.shutdown(socket.SHUT_RDWR)
             end.close()
+
+
+@contextlib.contextmanager
+def relayed_database(postgres: PostgresServer) -> Iterator[tuple[str, Relay]]:
+    """A new PostgreSQL database reached through a relay: its URL through the relay, and the relay."""
+    direct = postgres.create_database()
+    url = make_url(direct)
+    relay = Relay((url.host or "127.0.0.1", url.port or 5432))
+    relay.start()
+    try:
+        yield url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False), relay
+    finally:
+        relay.stop()
+        postgres.drop_database(direct)
+
+
+@contextlib.contextmanager
+def relayed_budget(postgres: PostgresServer, data_dir: Path) -> Iterator[tuple[Budget, Relay]]:
+    """A `Budget` on a new PostgreSQL database reached through a relay, and the relay."""
+    with (
+        relayed_database(postgres) as (url, relay),
+        Budget.open(url, settings=Settings.load(data_dir=data_dir)) as budget,
+    ):
+        yield budget, relay

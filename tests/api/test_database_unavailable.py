@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from aibudget import DatabaseUnavailable
 from aibudget.client import BudgetClient
@@ -23,7 +22,7 @@ from tests.api.conftest import Server, start_server, stop_server
 from tests.api.test_accounts import key
 from tests.databases import PostgresServer
 from tests.factories import open_practice
-from tests.relay import Relay
+from tests.relay import Relay, relayed_database
 
 LETTER = {"operation": "letter", "model": "gpt-4o-mini", "estimate": {"input_tokens": 1000}}
 HOLD_TTL_S = 3
@@ -45,23 +44,18 @@ def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 @contextlib.contextmanager
 def relayed_server(postgres: PostgresServer, data_dir: Path, **env: str) -> Iterator[tuple[Server, Relay]]:
     """A server whose database connections all pass through a relay."""
-    direct = postgres.create_database()
-    url = make_url(direct)
-    relay = Relay((url.host or "127.0.0.1", url.port or 5432))
-    relay.start()
-    server = start_server(
-        data_dir,
-        url.set(host="127.0.0.1", port=relay.port).render_as_string(False),
-        AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S),
-        AIBUDGET_SWEEP_INTERVAL_SECONDS="1",
-        **env,
-    )
-    try:
-        yield server, relay
-    finally:
-        stop_server(server)
-        relay.stop()
-        postgres.drop_database(direct)
+    with relayed_database(postgres) as (url, relay):
+        server = start_server(
+            data_dir,
+            url,
+            AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S),
+            AIBUDGET_SWEEP_INTERVAL_SECONDS="1",
+            **env,
+        )
+        try:
+            yield server, relay
+        finally:
+            stop_server(server)
 
 
 @pytest.fixture

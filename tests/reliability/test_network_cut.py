@@ -21,14 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from aibudget import Budget, DatabaseUnavailable, Settings
+from aibudget import DatabaseUnavailable
 from tests.api.test_accounts import key
 from tests.api.test_database_unavailable import LETTER, relayed_server
 from tests.databases import PostgresServer
 from tests.factories import open_practice
-from tests.relay import Relay
+from tests.relay import relayed_budget
 
 SECONDS_AT_MOST = 60  # the engine's settings give up after ~15 s; TCP alone would wait ~15 minutes
 
@@ -57,23 +56,15 @@ def cut(port: int) -> Iterator[None]:
 def test_a_call_across_a_cut_network_fails_in_seconds_and_service_resumes(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    direct = make_url(postgres.create_database())
-    relay = Relay((direct.host or "127.0.0.1", direct.port or 5432))
-    relay.start()
-    relayed = direct.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-    try:
-        with Budget.open(relayed, settings=Settings.load(data_dir=tmp_path / "var")) as budget:
-            open_practice(budget, "p1")  # the pool now holds a connection through the relay
-            calls = ThreadPoolExecutor(max_workers=1)
-            with cut(relay.port):
-                pending = calls.submit(budget.snapshot, "p1")
-                with pytest.raises(DatabaseUnavailable):
-                    pending.result(timeout=SECONDS_AT_MOST)  # TimeoutError when it still waits
-            calls.shutdown(wait=False)
-            assert budget.snapshot("p1").practice_id == "p1"  # the network is back: served again
-    finally:
-        relay.stop()
-        postgres.drop_database(str(direct))
+    with relayed_budget(postgres, tmp_path / "var") as (budget, relay):
+        open_practice(budget, "p1")  # the pool now holds a connection through the relay
+        calls = ThreadPoolExecutor(max_workers=1)
+        with cut(relay.port):
+            pending = calls.submit(budget.snapshot, "p1")
+            with pytest.raises(DatabaseUnavailable):
+                pending.result(timeout=SECONDS_AT_MOST)  # TimeoutError when it still waits
+        calls.shutdown(wait=False)
+        assert budget.snapshot("p1").practice_id == "p1"  # the network is back: served again
 
 
 def test_the_server_answers_its_health_check_while_a_call_waits_on_a_cut_network(

@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from aibudget import Budget, DatabaseUnavailable, Settings
 from tests.conftest import FakeClock
 from tests.databases import PostgresServer
 from tests.factories import open_practice
-from tests.relay import Relay
+from tests.relay import relayed_budget
 
 
 def test_reads_in_one_block_see_one_state_and_the_next_block_sees_the_new_one(
@@ -37,20 +36,12 @@ def test_reads_in_one_block_see_one_state_and_the_next_block_sees_the_new_one(
 def test_a_database_gone_inside_the_block_answers_database_unavailable(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    direct = make_url(postgres.create_database())
-    relay = Relay((direct.host or "127.0.0.1", direct.port or 5432))
-    relay.start()
-    relayed = direct.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-    try:
-        with Budget.open(relayed, settings=Settings.load(data_dir=tmp_path / "var")) as budget:
-            open_practice(budget, "p1")
-            with budget.consistent_reads():
+    with relayed_budget(postgres, tmp_path / "var") as (budget, relay):
+        open_practice(budget, "p1")
+        with budget.consistent_reads():
+            budget.grants("p1")
+            relay.stop()  # every connection cut
+            with pytest.raises(DatabaseUnavailable):  # from the read itself, for a caller in the block
                 budget.grants("p1")
-                relay.stop()  # every connection cut
-                with pytest.raises(DatabaseUnavailable):  # from the read itself, for a caller in the block
-                    budget.grants("p1")
-            relay.start()
-            assert budget.grants("p1") == []  # served again, on a fresh connection
-    finally:
-        relay.stop()
-        postgres.drop_database(direct.render_as_string(hide_password=False))
+        relay.start()
+        assert budget.grants("p1") == []  # served again, on a fresh connection
