@@ -32,15 +32,19 @@ from tests.relay import relayed_budget
 SECONDS_AT_MOST = 60  # the engine's settings give up after ~15 s; TCP alone would wait ~15 minutes
 
 
+IPTABLES = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+
+
 def _rule(action: str, port: int) -> subprocess.CompletedProcess[str]:
-    command = ["iptables", action, "INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    assert IPTABLES is not None
+    command = [IPTABLES, action, "INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
 @contextmanager
 def cut(port: int) -> Iterator[None]:
     """Drop every packet sent to `port` on the loopback interface while the block runs."""
-    added = _rule("-A", port) if shutil.which("iptables") else None
+    added = _rule("-A", port) if IPTABLES else None
     if added is None or added.returncode != 0:
         reason = "no iptables" if added is None else f"iptables refused: {added.stderr.strip()}"
         message = f"the network cannot be cut here ({reason}; needs root, see scripts/ensure-iptables)"
