@@ -60,7 +60,7 @@ from aibudget.payments import packages, webhooks
 from aibudget.payments.gateway import CheckoutSession, StripeGateway
 from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
-from aibudget.store.dialect import checkpoint, is_embedded, needs_checkpoints, run_transaction, shared_reads
+from aibudget.store.dialect import checkpoint, is_embedded, run_transaction, shared_reads
 from aibudget.store.engine import open_engine
 from aibudget.views.snapshot import Snapshot
 
@@ -527,13 +527,9 @@ class Budget:
 
     @property
     def embedded_database(self) -> bool:
-        """Whether the database runs inside this process (SQLite), so no call waits on a network."""
+        """Whether the database runs inside this process (SQLite): no call waits on a network, and
+        a long-running process should call `checkpoint`."""
         return is_embedded(self.engine)
-
-    @property
-    def needs_checkpoints(self) -> bool:
-        """Whether a long-running process should call `checkpoint` (SQLite: yes; PostgreSQL: no)."""
-        return needs_checkpoints(self.engine)
 
     def checkpoint(self) -> int:
         """Copy SQLite's write-ahead log into the database file without waiting for any call; how

@@ -22,8 +22,8 @@ from aibudget.store.dialect import (
     BACKSTOP_CHECKPOINT_PAGES,
     DEFAULT_CHECKPOINT_PAGES,
     checkpoint,
+    is_embedded,
     lock_practices,
-    needs_checkpoints,
     read_transaction,
     write_transaction,
 )
@@ -185,7 +185,7 @@ def test_a_checkpoint_copies_the_log_into_the_database_file(sqlite_url: str, tmp
 
 def test_only_sqlite_needs_checkpoints(database_url: str, backend: str) -> None:
     engine = open_engine(database_url)
-    assert needs_checkpoints(engine) == (backend == "sqlite")
+    assert is_embedded(engine) == (backend == "sqlite")
     copied = checkpoint(engine)
     assert copied > 0 if backend == "sqlite" else copied == 0  # PostgreSQL checkpoints by itself
 

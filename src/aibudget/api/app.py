@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
                 return_free_memory, interval=RETURN_MEMORY_INTERVAL_SECONDS, name="aibudget-memory", done=None
             ).start()
         ]
-        if opened.needs_checkpoints:  # SQLite's log copied here, not by whichever call's commit fills it
+        if opened.embedded_database:  # SQLite's log copied here, not by whichever call's commit fills it
             checkpointer = Periodic(
                 opened.checkpoint, interval=CHECKPOINT_INTERVAL_SECONDS, name="aibudget-checkpoint",
                 done=None, pause_after_failure=CHECKPOINT_PAUSE_AFTER_FAILURE_SECONDS,

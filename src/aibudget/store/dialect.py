@@ -125,12 +125,8 @@ def install_sqlite_transactions(
 
 
 def is_embedded(engine: Engine) -> bool:
-    """Whether the database runs inside this process (SQLite): a read never waits on a network."""
-    return engine.dialect.name == "sqlite"
-
-
-def needs_checkpoints(engine: Engine) -> bool:
-    """Whether someone must call `checkpoint`: SQLite's log, yes; PostgreSQL checkpoints by itself."""
+    """Whether the database runs inside this process (SQLite): a read never waits on a network, and
+    someone must call `checkpoint` (PostgreSQL checkpoints by itself)."""
     return engine.dialect.name == "sqlite"
 
 
@@ -147,7 +143,7 @@ def checkpoint(engine: Engine) -> int:
     pass after pass until all of it is copied (the next writer then starts the log over) or another
     checkpoint runs, at most a few passes; how many of the log's pages are in the file now.
     0 where the database needs no checkpoints."""
-    if not needs_checkpoints(engine):
+    if not is_embedded(engine):
         return 0
     copied = 0
     with engine.connect() as connection:
