@@ -270,6 +270,23 @@ def test_a_client_leaving_mid_stream_is_charged_what_was_streamed_and_the_hold_r
     assert event.cost_micros > 0
 
 
+def test_what_the_upstream_sets_for_one_practices_call_is_not_sent_with_anothers(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    """The proxy keeps no cookies: a cookie the upstream sets in one practice's answer never goes
+    upstream again, with that practice's next call or another's."""
+    _first, first_key = funded_practice(server)
+    _second, second_key = funded_practice(server)
+    upstream.fail_next(1, status=429, headers={"Set-Cookie": "session=first-practice; Path=/"},
+                       path="/v1/chat/completions")  # fmt: skip
+    with client(server, first_key) as app, pytest.raises(openai.RateLimitError):
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    for api_key in (first_key, second_key):
+        with client(server, api_key) as app:
+            app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        assert "cookie" not in upstream.requests[-1].headers
+
+
 def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
     server: Server, upstream: FakeOpenAI
 ) -> None:

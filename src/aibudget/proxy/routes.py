@@ -41,7 +41,7 @@ from aibudget.budget import Budget
 from aibudget.errors import BudgetExceeded, Conflict, InvalidInput
 from aibudget.pricing.audio import read_duration
 from aibudget.proxy import usage
-from aibudget.proxy.upstream import Upstream, forwarded_headers
+from aibudget.proxy.upstream import Upstream
 from aibudget.proxy.usage import SettleUsage
 
 # not in the OpenAPI document: its bodies are OpenAI's (see their reference), its answers the upstream's
@@ -183,8 +183,8 @@ async def _plain(
     read: Callable[[dict[str, Any]], SettleUsage],
 ) -> Response:
     upstream = _upstream(request)
-    headers = forwarded_headers(dict(request.headers))
-    response = await _forward(call, lambda: upstream.client.post(path, json=body, headers=headers))
+    outgoing = upstream.request("POST", path, dict(request.headers), json=body)
+    response = await _forward(call, lambda: upstream.send(outgoing))
     if not isinstance(response, httpx.Response):
         return response
     reported = _reported_usage(response)
@@ -215,9 +215,8 @@ async def _stream(call: Call, request: Request, path: str, body: dict[str, Any],
         options: dict[str, Any] = given if isinstance(given, dict) else {}
         hide = options.get("include_usage") is not True
         body = {**body, "stream_options": {**options, "include_usage": True}}
-    headers = forwarded_headers(dict(request.headers))
-    outgoing = upstream.client.build_request("POST", path, json=body, headers=headers)
-    response = await _forward(call, lambda: upstream.client.send(outgoing, stream=True))
+    outgoing = upstream.request("POST", path, dict(request.headers), json=body)
+    response = await _forward(call, lambda: upstream.send(outgoing, stream=True))
     if not isinstance(response, httpx.Response):
         return response
     tally = usage.StreamTally(kind, hide_usage_chunk=hide)
@@ -310,10 +309,9 @@ async def transcriptions(
     fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
     files = {"file": (upload.filename or "audio", audio, upload.content_type or "application/octet-stream")}
     upstream = _upstream(request)
-    headers = forwarded_headers(dict(request.headers))
-    response = await _forward(
-        call, lambda: upstream.client.post("audio/transcriptions", data=fields, files=files, headers=headers)
-    )
+    incoming = dict(request.headers)
+    outgoing = upstream.request("POST", "audio/transcriptions", incoming, data=fields, files=files)
+    response = await _forward(call, lambda: upstream.send(outgoing))
     if not isinstance(response, httpx.Response):
         return response
     await call.settle(usage.transcription_usage(_reported_usage(response), Decimal(duration.seconds)))
@@ -325,7 +323,7 @@ async def models(request: Request, _principal: Gatekeeper) -> Response:
     """The upstream's models, as it lists them."""
     upstream = _upstream(request)
     try:
-        response = await upstream.client.get("models", headers=forwarded_headers(dict(request.headers)))
+        response = await upstream.send(upstream.request("GET", "models", dict(request.headers)))
     except httpx.HTTPError as exc:
         return _unavailable(502, f"the upstream could not be reached ({type(exc).__name__})")
     return _passthrough(response)

@@ -1,12 +1,18 @@
-"""The upstream OpenAI-compatible API: one pooled `httpx.AsyncClient` per server process.
+"""The upstream OpenAI-compatible API: one pooled httpx transport per server process.
 
 The vendor's provider key goes in the header the upstream expects — `Authorization: Bearer` for
 OpenAI and most compatible servers, `api-key` for Azure OpenAI — and never the caller's own key,
 which is an aibudget key. Paths are relative to `AIBUDGET_UPSTREAM_BASE_URL` (which includes `/v1`,
 as the `openai` package's `base_url` does).
+
+Requests go straight to httpx's connection pool (`AsyncHTTPTransport`), not through an
+`httpx.AsyncClient`: the proxy keeps no state between calls, and a client's cookie jar would keep
+what the upstream sets in one practice's answer and send it with every other practice's call.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 
@@ -14,28 +20,49 @@ from aibudget.config import Settings
 
 # headers of the caller's request that are passed on upstream; everything else is dropped
 FORWARDED = ("accept", "openai-organization", "openai-project", "openai-beta", "user-agent")
+# sent unless the caller's request says otherwise (what an httpx client sends by default)
+_DEFAULTS = {
+    "accept": "*/*",
+    "accept-encoding": "gzip, deflate",
+    "user-agent": f"aibudget (httpx {httpx.__version__})",
+}
 
 
 class Upstream:
     def __init__(self, settings: Settings) -> None:
-        headers = {}
+        self._base = httpx.URL(settings.upstream_base_url.rstrip("/") + "/")
+        self._own: dict[str, str] = {}
         key = settings.upstream_api_key
         if key is not None:
             secret = key.get_secret_value()
             if settings.upstream_auth_header == "api-key":
-                headers["api-key"] = secret
+                self._own["api-key"] = secret
             else:
-                headers["Authorization"] = f"Bearer {secret}"
-        self.client = httpx.AsyncClient(
-            base_url=settings.upstream_base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(settings.upstream_timeout_seconds, connect=10),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                self._own["authorization"] = f"Bearer {secret}"
+        self._timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=10).as_dict()
+        self._transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
         )
 
+    def request(self, method: str, path: str, incoming: dict[str, str], **body: Any) -> httpx.Request:
+        """A request for `path` with the caller's `FORWARDED` headers and the vendor's key; `body` as
+        httpx takes it (`json=`, or `data=` and `files=` for a multipart upload)."""
+        headers = _DEFAULTS | {name: value for name, value in incoming.items() if name.lower() in FORWARDED}
+        request = httpx.Request(method, self._base.join(path), headers=headers | self._own, **body)
+        request.extensions["timeout"] = self._timeout
+        return request
+
+    async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """The upstream's answer, read whole unless `stream` (then the caller closes it). Raises
+        `httpx.HTTPError` when the upstream cannot be reached or does not answer in time."""
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
+
     async def aclose(self) -> None:
-        await self.client.aclose()
-
-
-def forwarded_headers(incoming: dict[str, str]) -> dict[str, str]:
-    return {name: value for name, value in incoming.items() if name.lower() in FORWARDED}
+        await self._transport.aclose()
