@@ -41,11 +41,13 @@ from aibudget.credit.service import CreditGrant
 from aibudget.credit.topup import TopupSettings
 from aibudget.dashboard import data
 from aibudget.dashboard.data import BurnDown, OverviewPage
-from aibudget.errors import BudgetExceeded, DatabaseUnavailable, InvalidInput, PaymentsOff
+from aibudget.errors import AibudgetError, BudgetExceeded, DatabaseUnavailable, InvalidInput, PaymentsOff
 from aibudget.ledger import alerts, fail_open, reports, retention
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
-from aibudget.ledger.fail_open import JOURNAL_DIRECTORY, Admission, Journal, JournalFull, JournalUnwritable
+from aibudget.ledger.fail_open import JOURNAL_DIRECTORY, Admission, AdmissionJournal
+from aibudget.ledger.journal import JournalFull, JournalUnwritable
+from aibudget.ledger.kept_settles import KEPT_DIRECTORY, KeptSettle, SettleJournal
 from aibudget.ledger.reports import UsageReport
 from aibudget.ledger.retention import Pruned
 from aibudget.ledger.service import Authorization, Deferred, Refusal, UsageEvent
@@ -106,7 +108,9 @@ class Budget:
         self._sender: Sender | None = None  # made on first delivery: no HTTP client unless needed
         self._sender_lock = threading.Lock()
         # calls admitted without a hold (fail-open), until written
-        self._journal = Journal(settings.data_dir / JOURNAL_DIRECTORY)
+        self._journal = AdmissionJournal(settings.data_dir / JOURNAL_DIRECTORY)
+        # settles of served calls the database could not take, until posted
+        self._kept_settles = SettleJournal(settings.data_dir / KEPT_DIRECTORY)
 
     @classmethod
     def open(
@@ -149,6 +153,7 @@ class Budget:
     def close(self) -> None:
         self._charges.shutdown(wait=True)
         self._journal.close()
+        self._kept_settles.close()
         if self._sender is not None:
             self._sender.close()
         self.engine.dispose()
@@ -460,6 +465,66 @@ class Budget:
             self._charges.submit(self._charge, claimed).add_done_callback(_log_failure)
         return event
 
+    def settle_or_keep(
+        self,
+        *,
+        request_id: str,
+        model: str,
+        practice_id: str | None = None,
+        device_id: str | None = None,
+        input_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        output_tokens: int = 0,
+        input_audio_tokens: int = 0,
+        audio_seconds: Decimal | int = 0,
+        operation: str | None = None,
+        status: str = "success",
+        error_code: str | None = None,
+        estimated: bool = False,
+    ) -> UsageEvent | None:
+        """`settle` a call that was served; when the database is unavailable, keep the settle on
+        local disk for `post_kept_settles` and return None (see `ledger.kept_settles`).
+
+        Raises `DatabaseUnavailable` only when the settle can be neither posted nor kept.
+        """
+        kept = KeptSettle(
+            request_id=request_id, model=model, practice_id=practice_id, device_id=device_id,
+            input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, output_tokens=output_tokens,
+            input_audio_tokens=input_audio_tokens, audio_seconds=Decimal(audio_seconds), operation=operation,
+            status=status, error_code=error_code, estimated=estimated, kept_at=self.clock(),
+        )  # fmt: skip
+        try:
+            return self.settle(**kept.arguments())
+        except DatabaseUnavailable as unavailable:
+            try:
+                self._kept_settles.keep(kept)
+            except (JournalFull, JournalUnwritable) as refused:
+                raise DatabaseUnavailable(f"the database is unavailable and {refused}") from unavailable
+        log.warning("settle of request %r kept to post later: the database is unavailable", request_id)
+        return None
+
+    def post_kept_settles(self) -> int:
+        """Post the settles `settle_or_keep` kept, and those a process that died kept in the same
+        data directory; how many. Raises `DatabaseUnavailable` (they stay kept).
+
+        One the database refuses (its practice or device gone, another settle with the same request
+        id) cannot be posted later either: it is logged as an error and let go.
+        """
+
+        def take(batch: list[KeptSettle]) -> None:
+            for kept in batch:
+                try:
+                    self.settle(**kept.arguments())
+                except DatabaseUnavailable:
+                    raise
+                except AibudgetError as refused:
+                    log.error(
+                        "kept settle of request %r (practice %r, model %r, kept %s) not posted: %s",
+                        kept.request_id, kept.practice_id, kept.model, kept.kept_at.isoformat(), refused,
+                    )  # fmt: skip
+
+        return self._kept_settles.drain(take)
+
     def void(
         self, *, request_id: str, practice_id: str | None = None, device_id: str | None = None
     ) -> Authorization:
@@ -539,9 +604,11 @@ class Budget:
     def sweep(self) -> int:
         """Expire holds past their TTL and grants past their expiry; returns how many holds expired.
 
-        Also records calls admitted without a hold that are still in this data directory's journal
-        files — a process that died during an outage left them — whether fail-open is still on or not.
+        First posts the settles kept while the database was unavailable (`post_kept_settles`); also
+        records calls admitted without a hold that are still in this data directory's journal files —
+        a process that died during an outage left them — whether fail-open is still on or not.
         """
+        self.post_kept_settles()  # first: a kept settle releases its hold as settled, not expired
         now = self.clock()
 
         def work(connection: Connection) -> int:

@@ -16,13 +16,8 @@ import pytest
 
 from aibudget import Budget, Settings
 from aibudget.errors import DatabaseUnavailable, InvalidInput
-from aibudget.ledger.fail_open import (
-    ABANDONED_AFTER_SECONDS,
-    JOURNAL_DIRECTORY,
-    Admission,
-    Journal,
-    JournalFull,
-)
+from aibudget.ledger.fail_open import JOURNAL_DIRECTORY, Admission, AdmissionJournal
+from aibudget.ledger.journal import ABANDONED_AFTER_SECONDS, JournalFull
 from tests.conftest import FakeClock
 
 LETTER = {"operation": "letter", "model": "gpt-4o-mini", "input_tokens": 1000, "max_output_tokens": 500}
@@ -64,7 +59,7 @@ def test_a_bad_call_is_refused_not_admitted(budget: Budget, change: dict[str, ob
 
 
 def test_a_full_journal_admits_no_more_but_replays(tmp_path: Path, clock: FakeClock) -> None:
-    journal = Journal(tmp_path / JOURNAL_DIRECTORY, limit=2)
+    journal = AdmissionJournal(tmp_path / JOURNAL_DIRECTORY, limit=2)
     journal.admit(admission("r1", clock))
     journal.admit(admission("r2", clock))
     assert journal.admit(admission("r1", clock)).replayed
@@ -120,9 +115,10 @@ APPENDING_PROCESS = """
 import os, resource, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from aibudget.ledger.fail_open import Admission, Journal, JournalUnwritable
+from aibudget.ledger.fail_open import Admission, AdmissionJournal
+from aibudget.ledger.journal import JournalUnwritable
 directory = Path(sys.argv[1])
-journal = Journal(directory)
+journal = AdmissionJournal(directory)
 def admit(request_id):
     journal.admit(Admission("p1", request_id, "letter", "gpt-4o-mini", 450, datetime.now(UTC)))
 admit("r1")
@@ -202,7 +198,7 @@ def test_an_unreadable_journal_file_is_set_aside_and_stops_no_other(
     assert budget.record_admissions() == 1
     assert budget.fail_open_admissions() == [kept]
     assert (directory / "damaged.unreadable").read_text() == '{"practice_id": "p1"}\nnot json\n'
-    assert "damaged.jsonl is unreadable, set aside: line 1: not an admission" in caplog.text
+    assert "damaged.jsonl is unreadable, set aside: line 1: no admission" in caplog.text
 
 
 def test_a_journal_file_whose_maker_died_before_naming_it_is_removed(budget: Budget, tmp_path: Path) -> None:

@@ -88,6 +88,15 @@ def _record_last_admissions(budget: Budget) -> None:
         log.error("calls admitted without a hold are not recorded: the database is unavailable at shutdown")
 
 
+def _post_last_kept_settles(budget: Budget) -> None:
+    try:
+        budget.post_kept_settles()
+    except DatabaseUnavailable:
+        log.error(
+            "kept settles are not posted: the database is unavailable at shutdown; the next sweep posts them"
+        )
+
+
 def create_app(settings: Settings | None = None, *, budget: Budget | None = None) -> FastAPI:
     """The API over `budget`, or over a `Budget` opened from `settings` when the app starts."""
 
@@ -127,6 +136,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
             if notifier is not None:
                 notifier.stop()
             sweeper.stop()
+            _post_last_kept_settles(opened)
             for housekeeper in housekeepers:
                 housekeeper.stop()
             await app.state.upstream.aclose()

@@ -10,7 +10,9 @@ practice key (or a service key with `X-Device-Id`). For each call:
    injected, and the usage chunk is taken out again if the client did not ask for it. The upstream
    failing (4xx, 5xx, timeout) voids the hold and records an `error` event. A client that goes
    away mid-stream is charged what was consumed: the usage if it arrived, otherwise an estimate
-   from the streamed text, flagged `estimated`. No path leaves a hold open or a cost unrecorded.
+   from the streamed text, flagged `estimated`. A settle the database cannot take then is kept on
+   disk and posted once it is back (`ledger.kept_settles`); the caller gets its answer meanwhile.
+   No path leaves a hold open or a cost unrecorded.
 
 The call's request id is the caller's `Idempotency-Key` or `X-Request-Id` header, else a new one;
 its operation is `X-Aibudget-Operation`, else the route's kind (`chat`, `embed`, `transcribe`).
@@ -75,8 +77,9 @@ class Call:
             )
 
     async def settle(self, used: SettleUsage, *, estimated: bool = False) -> None:
+        """Post the served call's cost; kept on disk and posted later while the database is away."""
         await run_in_threadpool(
-            lambda: self.budget.settle(
+            lambda: self.budget.settle_or_keep(
                 request_id=self.request_id, operation=self.operation, model=self.model,
                 practice_id=self.practice_id, device_id=self.device_id, estimated=estimated, **used,
             )
