@@ -45,6 +45,9 @@ def test_updating_a_practice_keeps_fields_not_given(budget: Budget) -> None:
         ({"locale": "es-ES"}, "locale"),
         ({"locale": "klingon"}, "locale"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "America/Indiana"}, "timezone"),  # a directory of the timezone database
+        ({"timezone": "x" * 300}, "timezone"),  # too long for a file name
+        ({"timezone": "__init__.py"}, "timezone"),  # a file of the timezone package, not a zone
         ({"policy": "lenient"}, "policy"),
         ({"warning_percent": 120}, "warning_percent"),
         ({"name": "bad\nname"}, "name"),

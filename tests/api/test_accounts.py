@@ -86,6 +86,8 @@ def test_putting_the_same_practice_twice_answers_the_same(server: Server) -> Non
     [
         ({"locale": "xx-YY"}, "locale"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "Europe"}, "timezone"),  # a directory of the timezone database, not a zone
+        ({"timezone": "x" * 300}, "timezone"),  # too long for a file name
         ({"policy": "generous"}, "policy"),
         ({"warning_percent": 101}, "warning_percent"),
         ({"warning_percent": "20"}, "warning_percent"),

@@ -8,6 +8,7 @@ of another practice is refused, never re-routed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from babel import Locale, UnknownLocaleError
 from sqlalchemy import Connection, Row
@@ -146,11 +147,16 @@ def check_locale(locale: object) -> str:
 
 
 def check_timezone(timezone: object) -> str:
-    try:
-        ZoneInfo(str(timezone))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"timezone: {timezone!r} is not an IANA timezone", field="timezone") from None
-    return str(timezone)
+    """An IANA timezone name; looked up in the list of them, as `ZoneInfo` takes any name for a file
+    path and fails on some with errors of the file system ("Europe" is a directory)."""
+    if not isinstance(timezone, str) or timezone not in _timezones():
+        raise InvalidInput(f"timezone: {timezone!r} is not an IANA timezone", field="timezone")
+    return timezone
+
+
+@functools.cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 def put_practice(
