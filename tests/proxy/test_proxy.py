@@ -287,6 +287,18 @@ def test_what_the_upstream_sets_for_one_practices_call_is_not_sent_with_anothers
         assert "cookie" not in upstream.requests[-1].headers
 
 
+def test_an_upstream_refusal_tells_the_app_when_to_try_again(server: Server, upstream: FakeOpenAI) -> None:
+    """The upstream's retry headers reach the `openai` package, which times its retries by them."""
+    _practice_id, api_key = funded_practice(server)
+    told = {"retry-after": "7", "retry-after-ms": "7000", "x-should-retry": "true"}
+    upstream.fail_next(1, status=429, headers=told | {"x-internal": "no"}, path="/v1/chat/completions")
+    with client(server, api_key) as app, pytest.raises(openai.RateLimitError) as refused:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    headers = refused.value.response.headers
+    assert {name: headers.get(name) for name in told} == told
+    assert "x-internal" not in headers
+
+
 def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
     server: Server, upstream: FakeOpenAI
 ) -> None:
@@ -358,11 +370,13 @@ def test_a_guard_over_the_http_client_charges_the_same_as_the_proxy(
 def test_an_azure_style_upstream_gets_its_api_key_header_and_a_timeout_voids(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest, upstream: FakeOpenAI
 ) -> None:
-    """`AIBUDGET_UPSTREAM_AUTH_HEADER=api-key` (Azure OpenAI) sends the key as `api-key`; an upstream
-    slower than `AIBUDGET_UPSTREAM_TIMEOUT_SECONDS` is a 504, its hold released, an error recorded."""
+    """`AIBUDGET_UPSTREAM_AUTH_HEADER=api-key` (Azure OpenAI) sends the key as `api-key`, and the base
+    address's `api-version` goes with every call; an upstream slower than
+    `AIBUDGET_UPSTREAM_TIMEOUT_SECONDS` is a 504, its hold released, an error recorded."""
     for database in server_databases(backend, request):
+        base_url = f"{upstream.url}/v1?api-version=2024-10-21"
         azure = start_server(
-            tmp_path / "var", database, AIBUDGET_UPSTREAM_BASE_URL=f"{upstream.url}/v1",
+            tmp_path / "var", database, AIBUDGET_UPSTREAM_BASE_URL=base_url,
             AIBUDGET_UPSTREAM_API_KEY=upstream.api_key, AIBUDGET_UPSTREAM_AUTH_HEADER="api-key",
             AIBUDGET_UPSTREAM_TIMEOUT_SECONDS="0.5",
         )  # fmt: skip
@@ -371,6 +385,7 @@ def test_an_azure_style_upstream_gets_its_api_key_header_and_a_timeout_voids(
             with client(azure, api_key) as app:
                 app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
                 forwarded = upstream.requests[-1].headers
+                assert upstream.requests[-1].query == {"api-version": "2024-10-21"}
                 upstream.delay = 2
                 try:
                     with pytest.raises(openai.APIStatusError) as slow:

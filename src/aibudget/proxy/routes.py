@@ -43,7 +43,7 @@ from aibudget.budget import Budget
 from aibudget.errors import BudgetExceeded, Conflict, InvalidInput
 from aibudget.pricing.audio import read_duration
 from aibudget.proxy import usage
-from aibudget.proxy.upstream import Upstream
+from aibudget.proxy.upstream import ANSWERED, Upstream
 from aibudget.proxy.usage import SettleUsage
 
 # not in the OpenAPI document: its bodies are OpenAI's (see their reference), its answers the upstream's
@@ -159,7 +159,10 @@ def _reported_usage(response: httpx.Response) -> dict[str, Any] | None:
 
 def _passthrough(response: httpx.Response) -> Response:
     media = response.headers.get("content-type", "application/json")
-    return Response(content=response.content, status_code=response.status_code, media_type=media)
+    answered = {name: response.headers[name] for name in ANSWERED if name in response.headers}
+    return Response(
+        content=response.content, status_code=response.status_code, media_type=media, headers=answered
+    )
 
 
 async def _forward(call: Call, send: Callable[[], Any]) -> httpx.Response | Response:

@@ -20,6 +20,8 @@ from aibudget.config import Settings
 
 # headers of the caller's request that are passed on upstream; everything else is dropped
 FORWARDED = ("accept", "openai-organization", "openai-project", "openai-beta", "user-agent")
+# headers of the upstream's answer that are passed back: how long to wait before trying again
+ANSWERED = ("retry-after", "retry-after-ms", "x-should-retry")
 # sent unless the caller's request says otherwise (what an httpx client sends by default)
 _DEFAULTS = {
     "accept": "*/*",
@@ -30,7 +32,8 @@ _DEFAULTS = {
 
 class Upstream:
     def __init__(self, settings: Settings) -> None:
-        self._base = httpx.URL(settings.upstream_base_url.rstrip("/") + "/")
+        base = httpx.URL(settings.upstream_base_url)
+        self._base = base.copy_with(path=base.path.rstrip("/") + "/")
         self._own: dict[str, str] = {}
         key = settings.upstream_api_key
         if key is not None:
@@ -48,7 +51,9 @@ class Upstream:
         """A request for `path` with the caller's `FORWARDED` headers and the vendor's key; `body` as
         httpx takes it (`json=`, or `data=` and `files=` for a multipart upload)."""
         headers = _DEFAULTS | {name: value for name, value in incoming.items() if name.lower() in FORWARDED}
-        request = httpx.Request(method, self._base.join(path), headers=headers | self._own, **body)
+        # the base address's query (Azure's `api-version`) is kept: joining a path would drop it
+        url = self._base.join(path).copy_with(query=self._base.query or None)
+        request = httpx.Request(method, url, headers=headers | self._own, **body)
         request.extensions["timeout"] = self._timeout
         return request
 
