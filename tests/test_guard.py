@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
 
 from aibudget import Budget, BudgetExceeded, guard
 from aibudget.ledger.reports import UsageLine
+from tests.databases import PostgresServer
+from tests.factories import open_practice
 from tests.fake_openai import FakeOpenAI
+from tests.relay import relayed_budget
 
 START, END = 1793491200, 1796083200  # November 2026; the test clock is in it
 MESSAGES = [{"role": "user", "content": "Bitte einen kurzen Brief an Frau Muster wegen des Termins."}]
@@ -137,3 +142,32 @@ def test_an_async_client_is_guarded_the_same(funded: Budget, upstream: FakeOpenA
     assert streamed.estimated is False
     assert streamed.output_tokens > 0
     assert funded.snapshot("p1").held_micros == 0
+
+
+def test_an_answer_that_arrives_while_the_database_is_gone_is_returned_and_charged_later(
+    postgres: PostgresServer, tmp_path: Path, provider: openai.OpenAI, upstream: FakeOpenAI
+) -> None:
+    """The provider is paid once it answers: the caller gets the answer, the settle is kept until the
+    database takes it (`Budget.settle_or_keep`) — not an error that would make the caller pay twice."""
+    with relayed_budget(postgres, tmp_path / "var") as (budget, relay):
+        open_practice(budget, "p1")
+        client = guard(provider, budget, practice_id="p1")
+        upstream.delay = 0.5
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                client.chat.completions.create, model="gpt-4o-mini", messages=MESSAGES, request_id="letter-1"
+            )
+            upstream.wait_for(lambda: len(upstream.requests) == 1)  # held; the provider is at work
+            relay.stop()
+            completion = answer.result(timeout=30)
+        assert completion.choices[0].message.content
+        relay.start()
+
+        assert budget.post_kept_settles() == 1
+        reported = upstream.answers[-1].usage
+        assert reported is not None
+        price = budget.price("gpt-4o-mini", input_tokens=reported["prompt_tokens"],
+                             output_tokens=reported["completion_tokens"])  # fmt: skip
+        [event] = events(budget)
+        assert (event.request_id, event.cost_micros) == ("letter-1", price.cost_micros)
+        assert budget.snapshot("p1").held_micros == 0

@@ -16,7 +16,10 @@ request's size and output cap, and is settled with the usage the provider report
 is asked for its usage chunk, which is taken out again when the caller did not ask for it. A call
 that raises is voided and recorded as an `error`. A stream is settled when it is exhausted or
 closed (use it as a context manager, or close it): a stream closed early is charged by an estimate
-from the text streamed so far.
+from the text streamed so far. With a `Budget` as the gate, an answer that arrives while its
+database is unavailable is returned all the same and its settle kept until the database takes it
+(`Budget.settle_or_keep`): the provider is paid already, and an error would only make the caller
+pay it twice.
 
 `openai.AsyncOpenAI` works the same, awaited. The gate is anything with the `Budget` methods
 `authorize`, `settle` and `void`: the library's `Budget`, `aibudget.client.BudgetClient`, or
@@ -92,6 +95,11 @@ class _Call:
         return self.settlement(used, estimated=estimated)
 
 
+def _served(gate: Any) -> str:
+    """The name of the gate's method that settles an answered call."""
+    return "settle_or_keep" if hasattr(gate, "settle_or_keep") else "settle"
+
+
 class GuardedStream:
     """A provider stream that settles its call when exhausted or closed (see module doc)."""
 
@@ -113,7 +121,7 @@ class GuardedStream:
         if not self._settled:
             self._settled = True
             self._stream.close()
-            self._gate.settle(**self._call.of_stream(self._tally))
+            getattr(self._gate, _served(self._gate))(**self._call.of_stream(self._tally))
 
     def __enter__(self) -> GuardedStream:
         return self
@@ -125,8 +133,8 @@ class GuardedStream:
 class AsyncGuardedStream:
     """`GuardedStream` for `openai.AsyncOpenAI`."""
 
-    def __init__(self, gate: Callable[..., Any], call: _Call, stream: Any) -> None:
-        self._gate, self._call, self._stream = gate, call, stream
+    def __init__(self, gate: Callable[..., Any], settle: str, call: _Call, stream: Any) -> None:
+        self._gate, self._settle, self._call, self._stream = gate, settle, call, stream
         self._tally = StreamTally(call.kind, hide_usage_chunk=call.hide_usage_chunk)
         self._settled = False
 
@@ -143,7 +151,7 @@ class AsyncGuardedStream:
         if not self._settled:
             self._settled = True
             await self._stream.close()
-            await self._gate("settle", **self._call.of_stream(self._tally))
+            await self._gate(self._settle, **self._call.of_stream(self._tally))
 
     async def __aenter__(self) -> AsyncGuardedStream:
         return self
@@ -172,7 +180,7 @@ class _Guarded:
             raise
         if call.streaming:
             return GuardedStream(self._gate, call, answer)
-        self._gate.settle(**call.of_answer(answer))
+        getattr(self._gate, _served(self._gate))(**call.of_answer(answer))
         return answer
 
 
@@ -195,8 +203,8 @@ class _AsyncGuarded(_Guarded):
                 await self._ask("settle", **call.of_failure(error))
             raise
         if call.streaming:
-            return AsyncGuardedStream(self._ask, call, answer)
-        await self._ask("settle", **call.of_answer(answer))
+            return AsyncGuardedStream(self._ask, _served(self._gate), call, answer)
+        await self._ask(_served(self._gate), **call.of_answer(answer))
         return answer
 
 
