@@ -13,7 +13,7 @@ it failed is not charged again. A kept settle is priced and dated when it is pos
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -46,9 +46,10 @@ class KeptSettle:
 
     def arguments(self) -> dict[str, Any]:
         """The keyword arguments of `Budget.settle` that post it."""
-        arguments = asdict(self)
-        del arguments["kept_at"]
-        return arguments
+        return {name: getattr(self, name) for name in _ARGUMENTS}
+
+
+_ARGUMENTS = tuple(field.name for field in fields(KeptSettle) if field.name != "kept_at")
 
 
 class SettleJournal(Journal[KeptSettle]):
