@@ -416,3 +416,19 @@ def test_a_retry_of_a_call_in_flight_is_refused_instead_of_paying_the_provider_t
                                     extra_headers={"Idempotency-Key": "in-flight"})  # fmt: skip
     assert refused.value.response.json()["error_code"] == "CONFLICT"  # not another body: the same call
     assert len(upstream.requests) == calls_before
+
+
+def test_a_call_sent_again_after_its_answer_is_refused_and_charged_once(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                    extra_headers={"Idempotency-Key": "answered"})  # fmt: skip
+        calls_before = len(upstream.requests)
+        with pytest.raises(openai.ConflictError) as refused:
+            app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                        extra_headers={"Idempotency-Key": "answered"})  # fmt: skip
+    assert "was sent before" in refused.value.response.json()["detail"]
+    assert len(upstream.requests) == calls_before
+    event_of(server, practice_id, "answered")  # one event, charged once

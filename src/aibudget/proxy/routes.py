@@ -70,9 +70,10 @@ class Call:
                 practice_id=self.practice_id, device_id=self.device_id, **estimate,
             )
         )  # fmt: skip
-        if held.replayed:  # a retry of a call still in flight: forwarding it would pay the provider twice
+        if held.replayed:  # a call sent again, in flight or answered: forwarding it would pay twice
             raise Conflict(
-                f"request {self.request_id!r} is already in flight; send each call with its own id",
+                f"request {self.request_id!r} was sent before (it is in flight or was answered); "
+                "send each call with its own id",
                 field="Idempotency-Key",
             )
 
