@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from aibudget import DatabaseUnavailable
+from aibudget.store.outage import QUIET_SECONDS, SLOW_SECONDS
 from tests.api.test_accounts import key
 from tests.api.test_database_unavailable import LETTER, relayed_server
 from tests.databases import PostgresServer
@@ -57,9 +58,11 @@ def cut(port: int) -> Iterator[None]:
         _rule("-D", port)
 
 
-def test_a_call_across_a_cut_network_fails_in_seconds_and_service_resumes(
+def test_a_call_across_a_cut_network_fails_in_seconds_the_next_at_once_and_service_resumes(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
+    """The first call waits out the connection's timeouts; the calls after it do not wait again
+    (`store.outage`) until the server answers again."""
     with relayed_budget(postgres, tmp_path / "var") as (budget, relay):
         open_practice(budget, "p1")  # the pool now holds a connection through the relay
         calls = ThreadPoolExecutor(max_workers=1)
@@ -67,8 +70,14 @@ def test_a_call_across_a_cut_network_fails_in_seconds_and_service_resumes(
             pending = calls.submit(budget.snapshot, "p1")
             with pytest.raises(DatabaseUnavailable):
                 pending.result(timeout=SECONDS_AT_MOST)  # TimeoutError when it still waits
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable):
+                budget.authorize(request_id="r1", practice_id="p1", operation="letter", model="gpt-4o-mini")
+            assert time.monotonic() - started < SLOW_SECONDS
         calls.shutdown(wait=False)
+        time.sleep(QUIET_SECONDS)  # then one call tries the server again
         assert budget.snapshot("p1").practice_id == "p1"  # the network is back: served again
+        assert budget.authorize(request_id="r1", practice_id="p1", operation="letter", model="gpt-4o-mini")
 
 
 def test_the_server_answers_its_health_check_while_a_call_waits_on_a_cut_network(

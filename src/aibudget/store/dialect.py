@@ -22,7 +22,9 @@ When the database itself still fails after that — it does not answer, refuses 
 standby after failover, disk full) or stays locked past the busy timeout — the transaction has
 rolled back and `DatabaseUnavailable` (503) is raised: aibudget fails closed, never allowing a call
 it could not record, and the same request sent again later is safe. The next call tries the
-database afresh, so service resumes by itself once it is back.
+database afresh, so service resumes by itself once it is back — except that after waiting out the
+timeouts of a PostgreSQL server that did not answer, calls fail at once for a moment instead of
+each waiting as long (`store.outage`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.sql.dml import Insert
 
 from aibudget.errors import DatabaseUnavailable
+from aibudget.store.outage import Outage
 from aibudget.store.sql import Statement
 from aibudget.store.writers import WAIT_SECONDS, WriterQueue
 
@@ -76,6 +79,8 @@ _CHECKPOINT_PASSES = 10
 
 # each SQLite engine's writers' line, for `write_transaction`
 _WRITER_QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+# each PostgreSQL engine's `Outage`, for `run_transaction`
+_OUTAGES: weakref.WeakKeyDictionary[Engine, Outage] = weakref.WeakKeyDictionary()
 
 
 def install_sqlite_transactions(
@@ -257,6 +262,26 @@ def run_transaction(
             return work(shared[1])
         except DBAPIError as error:
             raise _sorted(error) from error
+    if is_embedded(engine):
+        return _attempts(engine, work, write=write, attempts=attempts)
+    outage = _OUTAGES.get(engine) or _OUTAGES.setdefault(engine, Outage())
+    if not outage.admit():
+        raise DatabaseUnavailable(_UNAVAILABLE_DETAIL)
+    started = time.monotonic()
+    unreached = False
+    try:
+        return _attempts(engine, work, write=write, attempts=attempts)
+    except DatabaseUnavailable as unavailable:
+        unreached = _unreached(unavailable.__cause__)
+        raise
+    finally:
+        if unreached:
+            outage.unreached(time.monotonic() - started)
+        else:
+            outage.reached()
+
+
+def _attempts(engine: Engine, work: Callable[[Connection], T], *, write: bool, attempts: int) -> T:
     for attempt in range(1, attempts + 1):
         try:
             with (write_transaction if write else read_transaction)(engine) as connection:
@@ -269,6 +294,21 @@ def run_transaction(
         except PoolTimeout as error:  # every pooled connection busy for the pool's whole timeout
             raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _unreached(error: BaseException | None) -> bool:
+    """Whether a transaction gave up because the server could not be reached (see `store.outage`)."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    # a PostgreSQL driver error without a state is a connection that failed
+    return (
+        error.connection_invalidated
+        or (sqlstate or "").startswith("08")
+        or (sqlstate is None and isinstance(error, OperationalError))
+    )
 
 
 # PostgreSQL only (SQLite's write lock covers the file): hand-written, as it runs in every write
