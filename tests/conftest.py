@@ -7,10 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +92,13 @@ def aibudget(tmp_path: Path, workdir: Path) -> Aibudget:
         return Run(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10) -> Any:
+    """`condition()`'s first true value, asked every 20 ms; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")

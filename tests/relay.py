@@ -1,5 +1,6 @@
 """A TCP relay a test owns between aibudget and its database: stopping it cuts every open connection
-and refuses new ones, as a failed network or a stopped database server would."""
+and refuses new ones, as a failed network or a stopped database server would. With a database, a
+`Budget` or a server behind it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from aibudget import Budget, Settings
-from tests.api.conftest import free_port
+from tests.api.conftest import Server, free_port, start_server, stop_server
 from tests.databases import PostgresServer
 
 
@@ -89,3 +90,15 @@ def relayed_budget(postgres: PostgresServer, data_dir: Path) -> Iterator[tuple[B
         Budget.open(url, settings=Settings.load(data_dir=data_dir)) as budget,
     ):
         yield budget, relay
+
+
+@contextlib.contextmanager
+def relayed_server(postgres: PostgresServer, data_dir: Path, **env: str) -> Iterator[tuple[Server, Relay]]:
+    """`aibudget serve` on a new PostgreSQL database reached through a relay (its sweeper passing
+    every second, unless `env` says otherwise), and the relay."""
+    with relayed_database(postgres) as (url, relay):
+        server = start_server(data_dir, url, **{"AIBUDGET_SWEEP_INTERVAL_SECONDS": "1", **env})
+        try:
+            yield server, relay
+        finally:
+            stop_server(server)

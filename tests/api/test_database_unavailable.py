@@ -8,9 +8,8 @@ connection and refuses new ones, as a failed network or a stopped database serve
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,11 +17,12 @@ import pytest
 
 from aibudget import DatabaseUnavailable
 from aibudget.client import BudgetClient
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server
 from tests.api.test_accounts import key
+from tests.conftest import wait_until
 from tests.databases import PostgresServer
 from tests.factories import open_practice
-from tests.relay import Relay, relayed_database
+from tests.relay import Relay, relayed_server
 
 LETTER = {"operation": "letter", "model": "gpt-4o-mini", "estimate": {"input_tokens": 1000}}
 HOLD_TTL_S = 3
@@ -32,41 +32,17 @@ def authorize(client: httpx.Client, request_id: str, **extra: str) -> httpx.Resp
     return client.post("/v1/authorizations", json={**LETTER, "request_id": request_id, **extra})
 
 
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-@contextlib.contextmanager
-def relayed_server(postgres: PostgresServer, data_dir: Path, **env: str) -> Iterator[tuple[Server, Relay]]:
-    """A server whose database connections all pass through a relay."""
-    with relayed_database(postgres) as (url, relay):
-        server = start_server(
-            data_dir,
-            url,
-            AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S),
-            AIBUDGET_SWEEP_INTERVAL_SECONDS="1",
-            **env,
-        )
-        try:
-            yield server, relay
-        finally:
-            stop_server(server)
-
-
 @pytest.fixture
 def relayed(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Server, Relay]]:
-    with relayed_server(postgres, tmp_path / "var") as running:
+    with relayed_server(postgres, tmp_path / "var", AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S)) as running:
         yield running
 
 
 @pytest.fixture
 def relayed_failing_open(postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[Server, Relay]]:
-    with relayed_server(postgres, tmp_path / "var", AIBUDGET_FAIL_OPEN="true") as running:
+    with relayed_server(
+        postgres, tmp_path / "var", AIBUDGET_HOLD_TTL_SECONDS=str(HOLD_TTL_S), AIBUDGET_FAIL_OPEN="true"
+    ) as running:
         yield running
 
 
@@ -113,7 +89,7 @@ def test_calls_fail_closed_while_the_database_is_gone_and_resume_without_restart
         with server.budget() as books:
             return books.snapshot("p1").held_micros == 0
 
-    assert wait_for(released, 10), server.logs()
+    wait_until(released)
     assert "Traceback" not in server.logs()
 
 
@@ -174,7 +150,7 @@ def test_with_fail_open_a_known_caller_is_admitted_without_a_hold_and_it_is_reco
         with server.budget() as books:
             return len(books.fail_open_admissions("p1")) == 2
 
-    assert wait_for(recorded, 10), server.logs()
+    wait_until(recorded)
     with server.budget() as books:
         rows = {row.request_id: row for row in books.fail_open_admissions("p1")}
         assert rows["while-down"].admission_id == body["authorization_id"]

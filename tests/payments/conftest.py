@@ -5,9 +5,8 @@ module started with Stripe settings pointing at a fake of its own; signed webhoo
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,15 +78,6 @@ def open_paying(
 def spend(budget: Budget, request_id: str, usd_cents: int) -> None:
     """Settle a call costing exactly `usd_cents` (gpt-4o input: 2.50 USD per million tokens)."""
     budget.settle(request_id=request_id, practice_id=PRACTICE, model="gpt-4o", input_tokens=usd_cents * 4_000)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def signed(

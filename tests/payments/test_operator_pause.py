@@ -8,9 +8,9 @@ import pytest
 
 from aibudget import Budget, BudgetExceeded
 from aibudget.errors import NotFound
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_until
 from tests.fake_stripe import FakeStripe
-from tests.payments.conftest import PRACTICE, spend, wait_until
+from tests.payments.conftest import PRACTICE, spend
 
 
 def letter(budget: Budget, request_id: str) -> None:

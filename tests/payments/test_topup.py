@@ -16,7 +16,7 @@ import pytest
 
 from aibudget import Budget, BudgetExceeded
 from aibudget.credit import autotopup
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_until
 from tests.fake_stripe import FakeStripe, event, payment_intent_object
 from tests.payments.conftest import (
     CUSTOMER,
@@ -26,7 +26,6 @@ from tests.payments.conftest import (
     open_paying,
     signed,
     spend,
-    wait_until,
 )
 
 

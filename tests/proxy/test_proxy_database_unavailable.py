@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_database_unavailable import relayed_server, wait_for
+from tests.conftest import wait_until
 from tests.databases import PostgresServer
 from tests.fake_openai import FakeOpenAI
 from tests.proxy.test_proxy import MESSAGES, chat_usage, client, event_of, funded_practice, held_usd, price_of
+from tests.relay import relayed_server
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def test_calls_answered_while_the_database_is_gone_are_delivered_and_charged_onc
                 return False
             return True
 
-        assert wait_for(posted, 15), server.logs()
+        wait_until(posted, 15)
         for request_id, streaming in (("plain", False), ("streamed", True)):
             usage = reported[streaming]
             assert usage is not None

@@ -25,10 +25,10 @@ import pytest
 from aibudget import DatabaseUnavailable
 from aibudget.store.outage import QUIET_SECONDS, SLOW_SECONDS
 from tests.api.test_accounts import key
-from tests.api.test_database_unavailable import LETTER, relayed_server
+from tests.api.test_database_unavailable import LETTER
 from tests.databases import PostgresServer
 from tests.factories import open_practice
-from tests.relay import relayed_budget
+from tests.relay import relayed_budget, relayed_server
 
 SECONDS_AT_MOST = 60  # the engine's settings give up after ~15 s; TCP alone would wait ~15 minutes
 
