@@ -523,7 +523,10 @@ class Budget:
                         kept.request_id, kept.practice_id, kept.model, kept.kept_at.isoformat(), refused,
                     )  # fmt: skip
 
-        return self._kept_settles.drain(take)
+        posted = self._kept_settles.drain(take)
+        if posted:
+            log.info("posted %d settles kept while the database was unavailable", posted)
+        return posted
 
     def void(
         self, *, request_id: str, practice_id: str | None = None, device_id: str | None = None

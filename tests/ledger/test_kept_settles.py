@@ -5,6 +5,7 @@ behind a relay the test cuts; the proxy's side is in tests/proxy/test_proxy_data
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import stat
 import subprocess
@@ -28,8 +29,9 @@ def authorize(budget: Budget, request_id: str) -> None:
 
 
 def test_a_settle_the_database_cannot_take_is_kept_and_posted_once_it_is_back(
-    postgres: PostgresServer, tmp_path: Path
+    postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="aibudget")
     with relayed_budget(postgres, tmp_path / "var") as (budget, relay):
         open_practice(budget, "p1")
         authorize(budget, "letter-1")
@@ -40,6 +42,8 @@ def test_a_settle_the_database_cannot_take_is_kept_and_posted_once_it_is_back(
         assert budget.snapshot("p1").held_micros > 0  # the hold stays until the settle is posted
 
         assert budget.post_kept_settles() == 1
+        assert "settle of request 'letter-1' kept to post later" in caplog.text
+        assert "posted 1 settles kept while the database was unavailable" in caplog.text
         [event] = [row for row in budget.usage_report("p1").rows if row.request_id == "letter-1"]
         assert (event.status, event.cost_micros) == ("success", budget.price(**LETTER).cost_micros)
         assert budget.snapshot("p1").held_micros == 0  # released as settled
