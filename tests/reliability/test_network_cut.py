@@ -1,7 +1,8 @@
 """A network cut between aibudget and PostgreSQL — packets dropped, nothing refused, as when a link or
 a host fails — fails calls with `DatabaseUnavailable` in seconds instead of leaving them waiting for
-the quarter of an hour TCP retries for, and service resumes once the network is back. Meanwhile the
-server keeps answering what needs no database: a call waiting on the network holds up no other.
+the quarter of an hour TCP retries for, and the calls after it fail — or, under fail-open, are
+admitted — at once; service resumes once the network is back. Meanwhile the server keeps answering
+what needs no database: a call waiting on the network holds up no other.
 
 The cut is a firewall rule dropping the packets to a relay in front of PostgreSQL, so it needs root
 and iptables (`scripts/ensure-iptables`); without them the test is skipped with the reason — or
@@ -25,7 +26,8 @@ import pytest
 from aibudget import DatabaseUnavailable
 from aibudget.store.outage import QUIET_SECONDS, SLOW_SECONDS
 from tests.api.test_accounts import key
-from tests.api.test_database_unavailable import LETTER
+from tests.api.test_database_unavailable import LETTER, authorize
+from tests.conftest import wait_until
 from tests.databases import PostgresServer
 from tests.factories import open_practice
 from tests.relay import relayed_budget, relayed_server
@@ -101,3 +103,30 @@ def test_the_server_answers_its_health_check_while_a_call_waits_on_a_cut_network
             refused = waiting.result(timeout=SECONDS_AT_MOST)
             assert (refused.status_code, refused.json()["error_code"]) == (503, "DATABASE_UNAVAILABLE")
         calls.shutdown(wait=False)
+
+
+def test_with_fail_open_calls_across_a_cut_network_are_admitted_at_once_after_the_first(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Fail-open is for availability: after the first call waited out the cut (and was admitted), the
+    next known callers are admitted at once, not each after the same wait (`store.outage`)."""
+    with relayed_server(postgres, tmp_path / "var", AIBUDGET_FAIL_OPEN="true") as (server, relay):
+        with server.budget() as books:
+            open_practice(books, "p1")
+        desktop = server.client(key(server, "practice", "p1"))
+        desktop.timeout = httpx.Timeout(SECONDS_AT_MOST)
+        assert authorize(desktop, "before").status_code == 201  # the key is now known to this server
+        with cut(relay.port):
+            first = authorize(desktop, "first-across-the-cut")
+            started = time.monotonic()
+            second = authorize(desktop, "second-across-the-cut")
+            waited = time.monotonic() - started
+        assert (first.status_code, first.json()["status"]) == (201, "admitted_without_hold")
+        assert (second.status_code, second.json()["status"]) == (201, "admitted_without_hold")
+        assert waited < SLOW_SECONDS
+
+        def recorded() -> bool:  # once the network is back
+            with server.budget() as books:
+                return len(books.fail_open_admissions("p1")) == 2
+
+        wait_until(recorded, 30)
