@@ -89,6 +89,8 @@ def test_metrics_count_requests_per_route_template_without_ids(server: Server, s
         voided = client.post("/v1/authorizations/obs-req-void-1/void", json={"practice_id": PRACTICE})
     assert voided.status_code == 200
     with server.client() as client:
+        assert client.get("/docs").status_code == 200
+        assert client.get("/no/such/page").status_code == 404
         exposition = client.get("/metrics")
     assert exposition.status_code == 200
     assert exposition.headers["content-type"].startswith("text/plain")
@@ -96,6 +98,9 @@ def test_metrics_count_requests_per_route_template_without_ids(server: Server, s
     void_series = 'method="POST",route="/v1/authorizations/{request_id}/void",status="200"'
     assert any(line.startswith(f"aibudget_http_requests_total{{{void_series}}} ") for line in requests)
     assert any('route="/v1/authorizations",status="201"' in line for line in requests)
+    assert any('method="GET",route="/docs",status="200"' in line for line in requests)  # not "unmatched"
+    assert any('method="GET",route="unmatched",status="404"' in line for line in requests)
+    assert not any("/no/such/page" in line for line in requests)
     for secret in (PRACTICE, "obs-req-void-1", DEVICE, service_key):
         assert secret not in exposition.text
     assert any(line.startswith("aibudget_http_request_duration_seconds_bucket{")

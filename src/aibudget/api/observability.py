@@ -220,6 +220,17 @@ def _request_id(scope: Scope) -> str:
     return os.urandom(16).hex()
 
 
+def _route_of(scope: Scope) -> str:
+    """The matched route's template; the path of a route without parameters that is not the API's
+    own (`/docs`, `/openapi.json`); "unmatched" for anything else (a 404, a file of a mount)."""
+    route = getattr(scope.get("route"), "path", None)
+    if route is not None:
+        return str(route)
+    if "endpoint" in scope and not scope.get("path_params"):
+        return str(scope["path"])
+    return "unmatched"
+
+
 class RequestObserver:
     """ASGI middleware: a request id, one log line and the request metrics for every HTTP request."""
 
@@ -251,7 +262,7 @@ class RequestObserver:
 
     def _observe(self, scope: Scope, status: int, seconds: float, current: str) -> None:
         method = scope["method"] if scope["method"] in _METHODS else "other"
-        route = _template(getattr(scope.get("route"), "path", None) or "unmatched")
+        route = _template(_route_of(scope))
         key = (method, route, status)
         series = self._series.get(key)
         if series is None:
