@@ -25,7 +25,7 @@ from aibudget.ledger.reports import UsageLine
 from aibudget.proxy.usage import prompt_chars
 from aibudget.views.texts import format_date, text
 from tests.api.conftest import Server, start_server, stop_server
-from tests.api.test_accounts import key
+from tests.api.test_accounts import assert_problem, key
 from tests.databases import server_databases
 from tests.fake_openai import FakeOpenAI
 
@@ -297,6 +297,54 @@ def test_an_upstream_refusal_tells_the_app_when_to_try_again(server: Server, ups
     headers = refused.value.response.headers
     assert {name: headers.get(name) for name in told} == told
     assert "x-internal" not in headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Brief"}], "temperature": NaN}',
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Brief \\ud800"}]}',
+        b'{"model": "gpt-4o-mini", "messages": [], "stream": true, "stream_options": {"x": Infinity}}',
+        b'{"model": "gpt-4o-mini", "input": "Brief", "max_output_tokens": 1e400}',
+    ],
+    ids=["NaN", "lone surrogate", "Infinity in a stream", "a number too large for a float"],
+)
+def test_a_body_that_cannot_be_sent_on_is_refused_before_anything_is_held(
+    server: Server, upstream: FakeOpenAI, body: bytes
+) -> None:
+    """JSON that Python reads but no JSON encoder writes back (NaN, Infinity, lone surrogates) was a
+    500 after the hold was taken, and the hold stayed until it expired."""
+    practice_id, api_key = funded_practice(server)
+    calls_before = len(upstream.requests)
+    with server.client(api_key) as app:
+        for path in ("/openai/v1/chat/completions", "/openai/v1/responses"):
+            refused = app.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert_problem(refused, 422, "body")
+        assert app.get("/openai/v1/models").status_code == 200  # the connection is still good
+    assert len(upstream.requests) == calls_before + 1  # the models list only
+    assert held_usd(server, practice_id) == 0
+    assert "Traceback" not in server.logs()
+
+
+def test_usage_details_of_an_unexpected_shape_are_ignored_not_a_failure(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    """An OpenAI-compatible upstream that sends its usage breakdown as something other than an
+    object is charged by its token counts; the answer still reaches the caller."""
+    practice_id, api_key = funded_practice(server)
+    answer = {"id": "chatcmpl-odd", "object": "chat.completion", "model": "gpt-4o-mini",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "Sehr geehrte Frau Muster"}}],
+              "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160,
+                        "prompt_tokens_details": "none"}}  # fmt: skip
+    upstream.fail_next(1, status=200, body=answer, path="/v1/chat/completions")
+    with client(server, api_key) as app:
+        completion = app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                                 extra_headers={"Idempotency-Key": "odd-usage"})  # fmt: skip
+    assert completion.choices[0].message.content == "Sehr geehrte Frau Muster"
+    charged = event_of(server, practice_id, "odd-usage")
+    assert charged.cost_micros == price_of(server, "gpt-4o-mini", {"input_tokens": 120, "output_tokens": 40})
+    assert held_usd(server, practice_id) == 0
 
 
 def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(

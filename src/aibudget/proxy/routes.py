@@ -184,13 +184,11 @@ async def _forward(call: Call, send: Callable[[], Any]) -> httpx.Response | Resp
 
 async def _plain(
     call: Call,
-    request: Request,
-    path: str,
+    upstream: Upstream,
+    outgoing: httpx.Request,
     body: dict[str, Any],
     read: Callable[[dict[str, Any]], SettleUsage],
 ) -> Response:
-    upstream = _upstream(request)
-    outgoing = upstream.request("POST", path, dict(request.headers), json=body)
     response = await _forward(call, lambda: upstream.send(outgoing))
     if not isinstance(response, httpx.Response):
         return response
@@ -198,7 +196,7 @@ async def _plain(
     if reported is not None:
         await call.settle(read(reported))
     else:  # a success without usage: charge the bound rather than nothing
-        log.warning("upstream answered %s without usage; charged by estimate", path)
+        log.warning("upstream answered %s without usage; charged by estimate", outgoing.url.path)
         await call.settle(usage.estimated_usage(body, 0), estimated=True)
     return _passthrough(response)
 
@@ -214,15 +212,19 @@ def _pass_on(tally: usage.StreamTally, line: str) -> bool:
     return not isinstance(event, dict) or tally.take(event)
 
 
-async def _stream(call: Call, request: Request, path: str, body: dict[str, Any], kind: str) -> Response:
-    upstream = _upstream(request)
-    hide = False
-    if kind == "chat":
-        given = body.get("stream_options")
-        options: dict[str, Any] = given if isinstance(given, dict) else {}
-        hide = options.get("include_usage") is not True
-        body = {**body, "stream_options": {**options, "include_usage": True}}
-    outgoing = upstream.request("POST", path, dict(request.headers), json=body)
+def _asking_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A chat stream's body with `stream_options.include_usage` set, and whether the caller's own
+    body left it out (then the usage chunk is hidden from it)."""
+    given = body.get("stream_options")
+    options: dict[str, Any] = given if isinstance(given, dict) else {}
+    return {**body, "stream_options": {**options, "include_usage": True}}, options.get(
+        "include_usage"
+    ) is not True
+
+
+async def _stream(
+    call: Call, upstream: Upstream, outgoing: httpx.Request, body: dict[str, Any], kind: str, *, hide: bool
+) -> Response:
     response = await _forward(call, lambda: upstream.send(outgoing, stream=True))
     if not isinstance(response, httpx.Response):
         return response
@@ -254,13 +256,20 @@ async def _gated(
 ) -> Response:  # fmt: skip
     body = await _json_body(request)
     call = _call(request, budget, principal, device_id, kind, usage.model_of(body))
+    streaming, hide = body.get("stream") is True and kind != "embed", False
+    sent = body
+    if streaming and kind == "chat":
+        sent, hide = _asking_for_usage(body)
+    upstream = _upstream(request)
+    # made before the hold: a body that cannot be sent on is refused with nothing held
+    outgoing = upstream.request("POST", path, dict(request.headers), json=sent)
     try:
         await call.authorize(prompt_chars=usage.prompt_chars(body), max_output_tokens=usage.output_cap(body))
     except BudgetExceeded as exc:
         return refusal(request, exc)
-    if body.get("stream") is True and kind != "embed":
-        return await _stream(call, request, path, body, kind)
-    return await _plain(call, request, path, body, read)
+    if streaming:
+        return await _stream(call, upstream, outgoing, body, kind, hide=hide)
+    return await _plain(call, upstream, outgoing, body, read)
 
 
 @router.post("/chat/completions")
@@ -309,15 +318,15 @@ async def transcriptions(
     audio = await upload.read()
     duration = await run_in_threadpool(read_duration, io.BytesIO(audio), filename=upload.filename)
     call = _call(request, budget, principal, device_id, "transcribe", model)
-    try:
-        await call.authorize(audio_seconds=duration.seconds)
-    except BudgetExceeded as exc:
-        return refusal(request, exc)
     fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
     files = {"file": (upload.filename or "audio", audio, upload.content_type or "application/octet-stream")}
     upstream = _upstream(request)
     incoming = dict(request.headers)
     outgoing = upstream.request("POST", "audio/transcriptions", incoming, data=fields, files=files)
+    try:
+        await call.authorize(audio_seconds=duration.seconds)
+    except BudgetExceeded as exc:
+        return refusal(request, exc)
     response = await _forward(call, lambda: upstream.send(outgoing))
     if not isinstance(response, httpx.Response):
         return response

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from aibudget.config import Settings
+from aibudget.errors import InvalidInput
 
 # headers of the caller's request that are passed on upstream; everything else is dropped
 FORWARDED = ("accept", "openai-organization", "openai-project", "openai-beta", "user-agent")
@@ -49,11 +50,15 @@ class Upstream:
 
     def request(self, method: str, path: str, incoming: dict[str, str], **body: Any) -> httpx.Request:
         """A request for `path` with the caller's `FORWARDED` headers and the vendor's key; `body` as
-        httpx takes it (`json=`, or `data=` and `files=` for a multipart upload)."""
+        httpx takes it (`json=`, or `data=` and `files=` for a multipart upload), encoded here:
+        `InvalidInput` when it cannot be (a JSON body with NaN, say)."""
         headers = _DEFAULTS | {name: value for name, value in incoming.items() if name.lower() in FORWARDED}
         # the base address's query (Azure's `api-version`) is kept: joining a path would drop it
         url = self._base.join(path).copy_with(query=self._base.query or None)
-        request = httpx.Request(method, url, headers=headers | self._own, **body)
+        try:
+            request = httpx.Request(method, url, headers=headers | self._own, **body)
+        except ValueError as error:  # NaN or Infinity (not JSON), a lone surrogate (not UTF-8)
+            raise InvalidInput(f"the body cannot be sent on: {error}", field="body") from None
         request.extensions["timeout"] = self._timeout
         return request
 

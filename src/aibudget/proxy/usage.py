@@ -65,9 +65,15 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+def _details(usage: dict[str, Any], key: str) -> dict[str, Any]:
+    """A breakdown inside `usage`; empty when the upstream sent none or something else."""
+    details = usage.get(key)
+    return details if isinstance(details, dict) else {}
+
+
 def chat_usage(usage: dict[str, Any]) -> SettleUsage:
     """`usage` of a chat completion (or of its last stream chunk)."""
-    details = usage.get("prompt_tokens_details") or {}
+    details = _details(usage, "prompt_tokens_details")
     return {
         "input_tokens": _count(usage.get("prompt_tokens")),
         "cached_input_tokens": _count(details.get("cached_tokens")),
@@ -78,7 +84,7 @@ def chat_usage(usage: dict[str, Any]) -> SettleUsage:
 
 def responses_usage(usage: dict[str, Any]) -> SettleUsage:
     """`usage` of a Responses API response."""
-    details = usage.get("input_tokens_details") or {}
+    details = _details(usage, "input_tokens_details")
     return {
         "input_tokens": _count(usage.get("input_tokens")),
         "cached_input_tokens": _count(details.get("cached_tokens")),
@@ -95,7 +101,7 @@ def transcription_usage(usage: dict[str, Any] | None, audio_seconds: Decimal) ->
     others report nothing and are charged by the upload's duration."""
     if not usage or usage.get("type") == "duration":
         return {"audio_seconds": audio_seconds}
-    details = usage.get("input_token_details") or {}
+    details = _details(usage, "input_token_details")
     return {
         "input_tokens": _count(usage.get("input_tokens")),
         "input_audio_tokens": _count(details.get("audio_tokens")),
