@@ -248,6 +248,25 @@ def test_an_upstream_error_voids_the_hold_and_records_an_error(server: Server, u
     assert held_usd(server, practice_id) == 0
 
 
+def test_an_upstream_error_to_a_stream_reaches_the_app_and_voids_the_hold(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    """An upstream refusing a streaming call (a prompt too long, say) answers with a plain error, not
+    a stream: it reaches the app as that error, not as a 500 of the proxy's."""
+    practice_id, api_key = funded_practice(server)
+    too_long = {"error": {"message": "maximum context length exceeded", "type": "invalid_request_error",
+                          "param": "messages", "code": "context_length_exceeded"}}  # fmt: skip
+    for attempt in range(3):  # each one's connection to the upstream is let go, not kept busy
+        upstream.fail_next(1, status=400, body=too_long, path="/v1/chat/completions")
+        with client(server, api_key) as app, pytest.raises(openai.BadRequestError) as refused:
+            app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+                                        extra_headers={"Idempotency-Key": f"too-long-{attempt}"})  # fmt: skip
+        assert refused.value.code == "context_length_exceeded"
+        failed = event_of(server, practice_id, f"too-long-{attempt}", status="error")
+        assert failed.error_code == "upstream_400"
+    assert held_usd(server, practice_id) == 0
+
+
 def test_a_client_leaving_mid_stream_is_charged_what_was_streamed_and_the_hold_released(
     server: Server, upstream: FakeOpenAI
 ) -> None:

@@ -170,6 +170,11 @@ async def _forward(call: Call, send: Callable[[], Any]) -> httpx.Response | Resp
     """Send the request upstream; on an upstream failure, void, record the error and answer it."""
     try:
         response: httpx.Response = await send()
+        if response.status_code >= 400:  # a stream's error is read here, and its connection let go
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
     except httpx.TimeoutException:
         await call.fail("upstream_timeout")
         return _unavailable(504, "the upstream did not answer in time")
