@@ -325,14 +325,18 @@ def test_an_upstream_refusal_tells_the_app_when_to_try_again(server: Server, ups
         b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Brief \\ud800"}]}',
         b'{"model": "gpt-4o-mini", "messages": [], "stream": true, "stream_options": {"x": Infinity}}',
         b'{"model": "gpt-4o-mini", "input": "Brief", "max_output_tokens": 1e400}',
+        b'{"model": "gpt-4o-mini", "input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"model": "gpt-4o-mini", "messages": [' + b'{"content": ' * 900 + b'"Brief"' + b"}" * 900 + b"]}",
     ],
-    ids=["NaN", "lone surrogate", "Infinity in a stream", "a number too large for a float"],
-)
+    ids=["NaN", "lone surrogate", "Infinity in a stream", "a number too large for a float",
+         "nested past the parser's depth", "nested past what is read and sent on"],
+)  # fmt: skip
 def test_a_body_that_cannot_be_sent_on_is_refused_before_anything_is_held(
     server: Server, upstream: FakeOpenAI, body: bytes
 ) -> None:
     """JSON that Python reads but no JSON encoder writes back (NaN, Infinity, lone surrogates) was a
-    500 after the hold was taken, and the hold stayed until it expired."""
+    500 after the hold was taken, and the hold stayed until it expired; a body nested a thousand
+    deep was a 500 too."""
     practice_id, api_key = funded_practice(server)
     calls_before = len(upstream.requests)
     with server.client(api_key) as app:

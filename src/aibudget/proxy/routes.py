@@ -50,6 +50,7 @@ from aibudget.proxy.usage import SettleUsage
 router = APIRouter(prefix="/openai/v1", tags=["openai proxy"], include_in_schema=False)
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # above OpenAI's own 25 MB limit for audio
+MAX_NESTING = 100  # arrays and objects in a body; a tool's JSON schema nests a few levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +137,28 @@ async def _json_body(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidInput("the body is not JSON", field="body") from None
+    except RecursionError:  # arrays or objects nested about a thousand deep
+        body = None
+    if body is None or not _nested_at_most(body, MAX_NESTING):
+        raise InvalidInput(f"the body nests arrays and objects more than {MAX_NESTING} deep", field="body")
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
     return body
+
+
+def _nested_at_most(value: object, levels: int) -> bool:
+    """Whether arrays and objects in `value` nest at most `levels` deep (counted without recursion:
+    reading the prompt's texts and encoding the body again both recurse)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if inner is None:
+            continue
+        if depth > levels:
+            return False
+        pending.extend((child, depth + 1) for child in inner)
+    return True
 
 
 def _upstream(request: Request) -> Upstream:
