@@ -370,6 +370,23 @@ def test_usage_details_of_an_unexpected_shape_are_ignored_not_a_failure(
     assert held_usd(server, practice_id) == 0
 
 
+def test_the_proxys_own_errors_carry_openais_error_object(server: Server, upstream: FakeOpenAI) -> None:
+    """An app on OpenAI's client libraries reads `error.message`, `.code` and `.param` of the proxy's
+    own refusals as of OpenAI's; the problem fields stay beside them."""
+    _practice_id, api_key = funded_practice(server)
+    with client(server, api_key) as app, pytest.raises(openai.UnprocessableEntityError) as invalid:
+        app.chat.completions.create(model="", messages=MESSAGES)  # type: ignore[arg-type]
+    error = invalid.value
+    assert (error.code, error.param, error.type) == ("INVALID_INPUT", "model", "invalid_request_error")
+    assert error.message == "Error code: 422 - model is required: the model to call"
+    assert invalid.value.response.json()["error_code"] == "INVALID_INPUT"
+    with client(server, "not-a-key") as app, pytest.raises(openai.AuthenticationError) as unknown:
+        app.models.list()
+    assert unknown.value.code == "UNAUTHORIZED"
+    with server.client(api_key) as http:  # the API's own routes answer plain problems
+        assert "error" not in http.post("/v1/authorizations", json={}).json()
+
+
 def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
     server: Server, upstream: FakeOpenAI
 ) -> None:

@@ -3,7 +3,8 @@
 Deliberate errors carry their status (`AibudgetError.http_status`); a refused authorization is a 402
 whose body is the refusal payload of SPEC §4 plus the problem fields; bad input is a 422 naming the
 field. Anything unexpected is logged with its traceback and answered with a bare 500 problem: the
-client never sees a traceback.
+client never sees a traceback. On the proxy's routes a problem also carries OpenAI's `error` object
+(message, type, param, code), which OpenAI's client libraries read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aibudget.errors import AibudgetError, BudgetExceeded
+from aibudget.proxy import PREFIX as PROXY_PREFIX
 from aibudget.views import refusal, texts
 
 PROBLEM_JSON = "application/problem+json"
@@ -65,6 +67,14 @@ def problem(status: int, *, error_code: str, title: str, detail: str, **extra: A
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+def _openai_error(request: Request, status: int, code: str, detail: str, field: str | None) -> dict[str, Any]:
+    """OpenAI's error object, for a problem answered on the proxy's routes; nothing elsewhere."""
+    if not request.url.path.startswith(f"{PROXY_PREFIX}/"):
+        return {}
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    return {"error": {"message": detail, "type": kind, "param": field, "code": code}}
+
+
 def _field(location: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(part) for part in location]
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
@@ -83,9 +93,9 @@ async def _aibudget_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AibudgetError)
     if isinstance(exc, BudgetExceeded):
         return problem(402, title=exc.title, detail=exc.detail, **refusal_payload(request, exc))
-    extra: dict[str, Any] = {}
+    extra = _openai_error(request, exc.http_status, exc.code, exc.detail, exc.field)
     if exc.field:  # the same shape as a validation error's, so clients read one kind of 422
-        extra = {"field": exc.field, "errors": [{"field": exc.field, "message": exc.detail}]}
+        extra |= {"field": exc.field, "errors": [{"field": exc.field, "message": exc.detail}]}
     response = problem(exc.http_status, error_code=exc.code, title=exc.title, detail=exc.detail, **extra)
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
@@ -94,7 +104,7 @@ async def _aibudget_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
@@ -104,24 +114,26 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         for error in exc.errors()
     ]
     detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-    return problem(422, error_code="INVALID_INPUT", title="Invalid input", detail=detail,
-                   field=errors[0]["field"] if errors else "body", errors=errors)  # fmt: skip
+    field = errors[0]["field"] if errors else "body"
+    return problem(422, error_code="INVALID_INPUT", title="Invalid input", detail=detail, field=field,
+                   errors=errors, **_openai_error(request, 422, "INVALID_INPUT", detail, field))  # fmt: skip
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-    response = problem(exc.status_code, error_code=code, title=code.replace("_", " ").capitalize(),
-                       detail=str(exc.detail))  # fmt: skip
+    status, code, detail = exc.status_code, _HTTP_CODES.get(exc.status_code, "HTTP_ERROR"), str(exc.detail)
+    response = problem(status, error_code=code, title=code.replace("_", " ").capitalize(), detail=detail,
+                       **_openai_error(request, status, code, detail, None))  # fmt: skip
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     return response
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unexpected error", exc_info=exc)
     detail = "the request failed on our side; retrying with the same request_id is safe"
-    return problem(500, error_code="INTERNAL", title="Internal error", detail=detail)
+    return problem(500, error_code="INTERNAL", title="Internal error", detail=detail,
+                   **_openai_error(request, 500, "INTERNAL", detail, None))  # fmt: skip
 
 
 def install(app: FastAPI) -> None:

@@ -42,12 +42,12 @@ from aibudget.auth.service import Principal
 from aibudget.budget import Budget
 from aibudget.errors import BudgetExceeded, Conflict, InvalidInput
 from aibudget.pricing.audio import read_duration
-from aibudget.proxy import usage
+from aibudget.proxy import PREFIX, usage
 from aibudget.proxy.upstream import ANSWERED, Upstream
 from aibudget.proxy.usage import SettleUsage
 
 # not in the OpenAPI document: its bodies are OpenAI's (see their reference), its answers the upstream's
-router = APIRouter(prefix="/openai/v1", tags=["openai proxy"], include_in_schema=False)
+router = APIRouter(prefix=PREFIX, tags=["openai proxy"], include_in_schema=False)
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # above OpenAI's own 25 MB limit for audio
 MAX_NESTING = 100  # arrays and objects in a body; a tool's JSON schema nests a few levels
