@@ -88,8 +88,8 @@ def _fields(admission: Admission) -> dict[str, Any]:
     return fields | {"admitted_at": admission.admitted_at.isoformat()}
 
 
-def _admission(fields: dict[str, Any]) -> Admission:
-    return Admission(**fields | {"admitted_at": datetime.fromisoformat(fields["admitted_at"])})
+def _admission(line: dict[str, Any]) -> Admission:
+    return Admission(**line | {"admitted_at": datetime.fromisoformat(line["admitted_at"])})
 
 
 def admissions(connection: Connection, practice_id: str | None = None) -> list[Admission]:

@@ -70,10 +70,10 @@ def _fields(settle: KeptSettle) -> dict[str, Any]:
     }
 
 
-def _settle(fields: dict[str, Any]) -> KeptSettle:
+def _settle(line: dict[str, Any]) -> KeptSettle:
     try:
-        audio_seconds = Decimal(fields["audio_seconds"])
+        audio_seconds = Decimal(line["audio_seconds"])
     except InvalidOperation:
-        raise ValueError(f"audio_seconds {fields['audio_seconds']!r} is no number") from None
-    kept_at = datetime.fromisoformat(fields["kept_at"])
-    return KeptSettle(**fields | {"audio_seconds": audio_seconds, "kept_at": kept_at})
+        raise ValueError(f"audio_seconds {line['audio_seconds']!r} is no number") from None
+    kept_at = datetime.fromisoformat(line["kept_at"])
+    return KeptSettle(**line | {"audio_seconds": audio_seconds, "kept_at": kept_at})
