@@ -607,11 +607,12 @@ class Budget:
     def sweep(self) -> int:
         """Expire holds past their TTL and grants past their expiry; returns how many holds expired.
 
-        First posts the settles kept while the database was unavailable (`post_kept_settles`); also
-        records calls admitted without a hold that are still in this data directory's journal files —
-        a process that died during an outage left them — whether fail-open is still on or not.
+        Also records calls admitted without a hold that are still in this data directory's journal
+        files — a process that died during an outage left them — whether fail-open is still on or
+        not, and posts the settles kept while the database was unavailable (`post_kept_settles`):
+        last, so one the database fails on for a reason of its own holds up no other work. (A kept
+        settle whose hold ran out meanwhile is charged all the same: a settle needs no hold.)
         """
-        self.post_kept_settles()  # first: a kept settle releases its hold as settled, not expired
         now = self.clock()
 
         def work(connection: Connection) -> int:
@@ -624,6 +625,7 @@ class Budget:
         self.record_admissions()
         if self._gateway is not None:
             self.charge_unconfirmed_topups()
+        self.post_kept_settles()
         return expired
 
     def prune_usage(self, before: date | datetime) -> Pruned:
