@@ -242,9 +242,8 @@ def _asking_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     body left it out (then the usage chunk is hidden from it)."""
     given = body.get("stream_options")
     options: dict[str, Any] = given if isinstance(given, dict) else {}
-    return {**body, "stream_options": {**options, "include_usage": True}}, options.get(
-        "include_usage"
-    ) is not True
+    hidden = options.get("include_usage") is not True
+    return {**body, "stream_options": {**options, "include_usage": True}}, hidden
 
 
 async def _stream(

@@ -297,9 +297,10 @@ def _attempts(engine: Engine, work: Callable[[Connection], T], *, write: bool, a
 
 
 def _unreached(error: BaseException | None) -> bool:
-    """Whether a transaction gave up because the server could not be reached (see `store.outage`)."""
-    if isinstance(error, PoolTimeout):
-        return True
+    """Whether a transaction gave up because the server could not be reached (see `store.outage`).
+
+    Not a pool with no connection free in time: that is a busy server, or the connections stuck on
+    a cut network, which give up by themselves as unreached."""
     if not isinstance(error, DBAPIError):
         return False
     sqlstate = getattr(error.orig, "sqlstate", None)
