@@ -4,7 +4,7 @@ the background workers and the proxy's upstream client."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -81,20 +81,13 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
-def _record_last_admissions(budget: Budget) -> None:
+def _last_pass(write: Callable[[], int], waiting: str) -> None:
+    """At shutdown, once more: `write` what waits in a journal for the database (`ledger.journal`);
+    when it still cannot, the journal's file keeps it for the next sweep on this data directory."""
     try:
-        budget.record_admissions()
+        write()
     except DatabaseUnavailable:
-        log.error("calls admitted without a hold are not recorded: the database is unavailable at shutdown")
-
-
-def _post_last_kept_settles(budget: Budget) -> None:
-    try:
-        budget.post_kept_settles()
-    except DatabaseUnavailable:
-        log.error(
-            "kept settles are not posted: the database is unavailable at shutdown; the next sweep posts them"
-        )
+        log.error("%s wait in their journal: the database is unavailable at shutdown", waiting)
 
 
 def create_app(settings: Settings | None = None, *, budget: Budget | None = None) -> FastAPI:
@@ -132,11 +125,11 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
         finally:
             if recorder is not None:
                 recorder.stop()
-                _record_last_admissions(opened)
+                _last_pass(opened.record_admissions, "calls admitted without a hold")
             if notifier is not None:
                 notifier.stop()
             sweeper.stop()
-            _post_last_kept_settles(opened)
+            _last_pass(opened.post_kept_settles, "kept settles")
             for housekeeper in housekeepers:
                 housekeeper.stop()
             await app.state.upstream.aclose()

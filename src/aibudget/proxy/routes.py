@@ -51,6 +51,7 @@ router = APIRouter(prefix=PREFIX, tags=["openai proxy"], include_in_schema=False
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # above OpenAI's own 25 MB limit for audio
 MAX_NESTING = 100  # arrays and objects in a body; a tool's JSON schema nests a few levels
+_TOO_DEEP = f"the body nests arrays and objects more than {MAX_NESTING} deep"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +139,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidInput("the body is not JSON", field="body") from None
     except RecursionError:  # arrays or objects nested about a thousand deep
-        body = None
-    if body is None or not _nested_at_most(body, MAX_NESTING):
-        raise InvalidInput(f"the body nests arrays and objects more than {MAX_NESTING} deep", field="body")
+        raise InvalidInput(_TOO_DEEP, field="body") from None
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
+    if not _nested_at_most(body, MAX_NESTING):
+        raise InvalidInput(_TOO_DEEP, field="body")
     return body
 
 

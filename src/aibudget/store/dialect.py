@@ -200,14 +200,26 @@ def is_transient(error: DBAPIError) -> bool:
 
 def is_unavailable(error: DBAPIError) -> bool:
     """Whether the database failed, not the request: down, unreachable, read-only, full, locked."""
-    if is_transient(error):
+    if is_transient(error) or _connection_failed(error):
         return True
     sqlstate = getattr(error.orig, "sqlstate", None)
-    if sqlstate is None and isinstance(error, OperationalError):
-        sqlite_name = getattr(error.orig, "sqlite_errorname", None)
-        # a PostgreSQL driver error without a state is a connection that failed
-        return sqlite_name is None or sqlite_name.startswith(_UNAVAILABLE_SQLITE)
+    if sqlstate is None and isinstance(error, OperationalError):  # SQLite's, named
+        return str(getattr(error.orig, "sqlite_errorname", "")).startswith(_UNAVAILABLE_SQLITE)
     return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def _connection_failed(error: DBAPIError) -> bool:
+    """Whether the connection to the server failed — lost, or never made — rather than the server
+    answering with an error (see also `store.outage`)."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if error.connection_invalidated or (sqlstate or "").startswith("08"):
+        return True
+    # a PostgreSQL driver error without a state is a connection that failed; SQLite's name theirs
+    return (
+        sqlstate is None
+        and isinstance(error, OperationalError)
+        and getattr(error.orig, "sqlite_errorname", None) is None
+    )
 
 
 class Transaction(Protocol):
@@ -272,7 +284,10 @@ def run_transaction(
     try:
         return _attempts(engine, work, write=write, attempts=attempts)
     except DatabaseUnavailable as unavailable:
-        unreached = _unreached(unavailable.__cause__)
+        # not a pool with no connection free in time: a busy server, or connections stuck on a cut
+        # network, which give up by themselves as failed connections
+        cause = unavailable.__cause__
+        unreached = isinstance(cause, DBAPIError) and _connection_failed(cause)
         raise
     finally:
         if unreached:
@@ -294,22 +309,6 @@ def _attempts(engine: Engine, work: Callable[[Connection], T], *, write: bool, a
         except PoolTimeout as error:  # every pooled connection busy for the pool's whole timeout
             raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _unreached(error: BaseException | None) -> bool:
-    """Whether a transaction gave up because the server could not be reached (see `store.outage`).
-
-    Not a pool with no connection free in time: that is a busy server, or the connections stuck on
-    a cut network, which give up by themselves as unreached."""
-    if not isinstance(error, DBAPIError):
-        return False
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    # a PostgreSQL driver error without a state is a connection that failed
-    return (
-        error.connection_invalidated
-        or (sqlstate or "").startswith("08")
-        or (sqlstate is None and isinstance(error, OperationalError))
-    )
 
 
 # PostgreSQL only (SQLite's write lock covers the file): hand-written, as it runs in every write
