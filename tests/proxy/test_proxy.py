@@ -42,6 +42,7 @@ def upstream() -> Iterator[FakeOpenAI]:
 @pytest.fixture(autouse=True)
 def fresh_upstream(upstream: FakeOpenAI) -> None:
     upstream.reply_words, upstream.chunk_delay, upstream.cached_tokens = 12, 0.0, 0
+    upstream.drop_stream_after = None
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +288,36 @@ def test_a_client_leaving_mid_stream_is_charged_what_was_streamed_and_the_hold_r
     assert event.estimated is True  # the usage never came: charged by the text streamed so far
     assert 0 < event.output_tokens < 200
     assert event.cost_micros > 0
+
+
+def test_an_upstream_stream_breaking_off_is_an_error_the_app_reads_and_is_charged_what_came(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    """The provider's connection breaking mid-stream ends the app's stream with an error event the
+    `openai` package raises as an `APIError` (not a cut connection), and the proxy logs no traceback."""
+    practice_id, api_key = funded_practice(server)
+    upstream.reply_words, upstream.drop_stream_after = 40, 6
+    logged = len(server.logs())
+    with client(server, api_key) as app:
+        stream = app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+                                             extra_headers={"Idempotency-Key": "broken-off"})  # fmt: skip
+        received: list[str] = []
+
+        def read_all() -> None:
+            for chunk in stream:
+                received.extend(choice.delta.content or "" for choice in chunk.choices)
+
+        with pytest.raises(openai.APIError) as broken:
+            read_all()
+    assert type(broken.value) is openai.APIError  # an error event, not APIConnectionError
+    assert "broke off" in broken.value.message
+    assert "".join(received).split() == upstream.words(6)[0]
+
+    event = event_of(server, practice_id, "broken-off")
+    assert event.estimated is True  # no usage came: charged by the text streamed
+    assert 0 < event.output_tokens < 40
+    assert held_usd(server, practice_id) == 0
+    assert "Traceback" not in server.logs()[logged:]
 
 
 def test_what_the_upstream_sets_for_one_practices_call_is_not_sent_with_anothers(

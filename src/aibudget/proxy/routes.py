@@ -10,7 +10,8 @@ practice key (or a service key with `X-Device-Id`). For each call:
    injected, and the usage chunk is taken out again if the client did not ask for it. The upstream
    failing (4xx, 5xx, timeout) voids the hold and records an `error` event. A client that goes
    away mid-stream is charged what was consumed: the usage if it arrived, otherwise an estimate
-   from the streamed text, flagged `estimated`. A settle the database cannot take then is kept on
+   from the streamed text, flagged `estimated`; so is a stream the upstream breaks off, which ends
+   for the client with an error event in OpenAI's shape. A settle the database cannot take then is kept on
    disk and posted once it is back (`ledger.kept_settles`); the caller gets its answer meanwhile.
    No path leaves a hold open or a cost unrecorded.
 
@@ -238,6 +239,19 @@ def _pass_on(tally: usage.StreamTally, line: str) -> bool:
     return not isinstance(event, dict) or tally.take(event)
 
 
+def _broken_off(exc: httpx.HTTPError) -> bytes:
+    """The event that ends a stream the upstream broke off: OpenAI's error object, which OpenAI's
+    client libraries raise as an error rather than taking the stream for complete."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    error = {
+        "message": f"the upstream's stream broke off ({type(exc).__name__}); the answer is incomplete",
+        "type": "api_error",
+        "param": None,
+        "code": "upstream_timeout" if timed_out else "upstream_stream_broken",
+    }
+    return f"\ndata: {json.dumps({'error': error})}\n\n".encode()
+
+
 def _asking_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """A chat stream's body with `stream_options.include_usage` set, and whether the caller's own
     body left it out (then the usage chunk is hidden from it)."""
@@ -260,6 +274,10 @@ async def _stream(
             async for line in response.aiter_lines():
                 if _pass_on(tally, line):
                     yield (line + "\n").encode()
+        except httpx.HTTPError as exc:  # the upstream's connection broke, or it stopped sending
+            log.warning("the upstream's stream on %s broke off (%s); charged by what came", outgoing.url.path,
+                        type(exc).__name__)  # fmt: skip
+            yield _broken_off(exc)
         finally:
             # runs when the stream ends, breaks or the client goes away: the cost is always posted
             with anyio.CancelScope(shield=True):
