@@ -28,9 +28,14 @@ Then, on that file:
    latency is measured like the snapshot and its check + record pairs/s like the pairs; a scan of
    1M rows takes long, so its rounds and runs also stop after a time budget (at least 3 calls
    each). Its rows are deleted after each run, so every run starts at the nominal history size.
+4. the same SQL without aibudget: the statements one authorize + settle ran (recorded from
+   `store.sql.Statement`), replayed through the bare sqlite3 module on a connection of aibudget's
+   engine — its PRAGMAs, the same two transactions, fresh ids — and timed like the pairs. Its rows
+   are real pairs: the books verified at 10k include them.
 
-The table shows aibudget and the naive gate side by side with the ratio aibudget / naive (latency:
-below 1 is faster; pairs/s: above 1 is faster). All numbers also go to bench/results/engine.json,
+The first table shows aibudget and the naive gate side by side with the ratio aibudget / naive
+(latency: below 1 is faster; pairs/s: above 1 is faster); the second aibudget's pairs against the
+same SQL bare. All numbers also go to bench/results/engine.json,
 with the machine they ran on. Runs in ~2-3 min:
 
     .venv/bin/python bench/engine.py
@@ -44,14 +49,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+
 from _machine import write_results
 from aibudget import Budget, Settings
 from aibudget.pricing.catalog import CATALOG_VERSION
+from aibudget.store.sql import Statement
 
 SIZES = (0, 10_000, 100_000, 1_000_000)
 VERIFY_SIZE = 10_000
@@ -239,38 +247,102 @@ def throughput(runs: list[tuple[int, int]]) -> dict[str, Any]:
     }
 
 
-def aibudget_pairs(budget: Budget, size: int) -> dict[str, Any]:
-    def pair(request_id: str) -> None:
-        budget.authorize(
-            request_id=request_id,
-            operation=OPERATION,
-            model=MODEL,
-            practice_id=PRACTICE,
-            input_tokens=INPUT_TOKENS,
-            max_output_tokens=MAX_OUTPUT_TOKENS,
-        )
-        budget.settle(
-            request_id=request_id,
-            model=MODEL,
-            practice_id=PRACTICE,
-            input_tokens=INPUT_TOKENS,
-            cached_input_tokens=CACHED_TOKENS,
-            output_tokens=OUTPUT_TOKENS,
-        )
+def authorize(budget: Budget, request_id: str) -> None:
+    budget.authorize(
+        request_id=request_id,
+        operation=OPERATION,
+        model=MODEL,
+        practice_id=PRACTICE,
+        input_tokens=INPUT_TOKENS,
+        max_output_tokens=MAX_OUTPUT_TOKENS,
+    )
 
+
+def settle(budget: Budget, request_id: str) -> None:
+    budget.settle(
+        request_id=request_id,
+        model=MODEL,
+        practice_id=PRACTICE,
+        input_tokens=INPUT_TOKENS,
+        cached_input_tokens=CACHED_TOKENS,
+        output_tokens=OUTPUT_TOKENS,
+    )
+
+
+def timed_pairs(pair: Callable[[str], None], tag: str) -> dict[str, Any]:
+    """A warm-up, then PAIR_RUNS runs of as many pairs as take about PAIR_RUN_S each."""
     start = time.perf_counter_ns()
     for i in range(PAIR_WARMUP):
-        pair(f"warm-{size}-{i}")
+        pair(f"warm-{tag}-{i}")
     rate = PAIR_WARMUP / ((time.perf_counter_ns() - start) / 1e9)
     count = min(PAIRS_MAX, max(PAIRS_MIN, int(rate * PAIR_RUN_S)))
     runs = []
     for run in range(PAIR_RUNS):
-        ids = [f"run-{size}-{run}-{i}" for i in range(count)]
+        ids = [f"run-{tag}-{run}-{i}" for i in range(count)]
         start = time.perf_counter_ns()
         for request_id in ids:
             pair(request_id)
         runs.append((count, time.perf_counter_ns() - start))
     return throughput(runs)
+
+
+def aibudget_pairs(budget: Budget, size: int) -> dict[str, Any]:
+    def pair(request_id: str) -> None:
+        authorize(budget, request_id)
+        settle(budget, request_id)
+
+    return timed_pairs(pair, str(size))
+
+
+class BareSql:
+    """aibudget's own statements for one authorize + settle, replayed through the sqlite3 module
+    alone: the same SQL and values, the same two transactions, on a connection of aibudget's engine
+    (its PRAGMAs), with fresh request, authorization and event ids. What the database costs a pair
+    with none of aibudget's Python around it: the most the engine could do on this machine."""
+
+    RECORDED = "bare-sql-recorded"
+
+    def __init__(self, budget: Budget) -> None:
+        self.transactions = self._record(budget)
+        self._pooled = budget.engine.raw_connection()
+        self.connection = self._pooled.driver_connection
+
+    def _record(self, budget: Budget) -> list[list[tuple[str, dict[str, Any]]]]:
+        transactions: list[list[tuple[str, dict[str, Any]]]] = []
+        run = Statement.run
+
+        def recording(statement: Statement, connection: Connection, params: Mapping[str, Any]) -> Any:
+            transactions[-1].append((statement.sql, dict(params)))
+            return run(statement, connection, params)
+
+        Statement.run = recording  # type: ignore[method-assign]
+        try:
+            for call in (authorize, settle):
+                transactions.append([])
+                call(budget, self.RECORDED)
+        finally:
+            Statement.run = run  # type: ignore[method-assign]
+        [held] = {params["authorization_id"] for _, params in transactions[0] if "authorization_id" in params}
+        self.authorization_id = held
+        return transactions
+
+    def pair(self, request_id: str) -> None:
+        fresh = {self.RECORDED: request_id, self.authorization_id: f"auth_{request_id}"}
+        event_id = None
+        for statements in self.transactions:
+            self.connection.execute("BEGIN IMMEDIATE")
+            for sql, params in statements:
+                values = {name: fresh.get(value, value) for name, value in params.items()}
+                if event_id is not None and "event_id" in values:
+                    values["event_id"] = event_id
+                cursor = self.connection.execute(sql, values)
+                cursor.fetchall()
+                if sql.startswith("INSERT INTO usage_events"):
+                    event_id = cursor.lastrowid
+            self.connection.execute("COMMIT")
+
+    def close(self) -> None:
+        self._pooled.close()
 
 
 class NaiveGate:
@@ -353,6 +425,11 @@ def measure(size: int) -> dict[str, Any]:
             finally:
                 naive.close()
             result["pairs"] = aibudget_pairs(budget, size)
+            bare = BareSql(budget)
+            try:
+                result["bare_sql_pairs"] = timed_pairs(bare.pair, f"bare-{size}")
+            finally:
+                bare.close()
             if size == VERIFY_SIZE:
                 check_books(budget, "after the measurements")
                 result["verified"] = True
@@ -436,6 +513,16 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for row in rows(results):
         print("| " + " | ".join(row) + " |")
+    print(
+        "\nThe database's share of a pair: aibudget's statements for one authorize + settle, replayed"
+        " through the sqlite3 module alone (same SQL, values, transactions and PRAGMAs)\n"
+    )
+    print("| history | aibudget pairs/s | same SQL, bare sqlite3 | aibudget / bare |")
+    print("|---:|---:|---:|---:|")
+    for result in results:
+        ours, bare = spread(result["pairs"], "pairs"), spread(result["bare_sql_pairs"], "pairs")
+        cells = (f"{number(value)} ({number(low)}-{number(high)})" for value, low, high in (ours, bare))
+        print(f"| {size_label(result['history_events'])} | {' | '.join(cells)} | {ours[0] / bare[0]:.3g} |")
     first, last = results[0], results[-1]
     flat = {
         "snapshot_median_last_over_first": round(

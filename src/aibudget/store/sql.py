@@ -30,6 +30,11 @@ class Statement:
         self._sql = " ".join(sql.split())
         self._pyformat = _PARAMETER.sub(r"%(\1)s", self._sql.replace("%", "%%"))
 
+    @property
+    def sql(self) -> str:
+        """The statement as SQLite runs it (PostgreSQL's driver gets the same with `%(name)s`)."""
+        return self._sql
+
     def run(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """Execute on the connection's own transaction; returns the driver's cursor."""
         driver = connection.connection.driver_connection
