@@ -8,6 +8,8 @@ from sqlalchemy import select
 from aibudget import Budget, Conflict, DeviceNotInPractice, Forbidden, InvalidInput, NotFound
 from aibudget.store import tables
 from aibudget.store.dialect import read_transaction
+from aibudget.store.sql import LATEST_UNIX_SECONDS
+from tests.conftest import FakeClock
 from tests.factories import DECEMBER_2025, create_practice, create_subscription
 
 
@@ -98,6 +100,7 @@ def test_an_older_subscription_update_never_rolls_the_mirror_back(budget: Budget
         ({"current_period_start": 10}, "current_period_end"),
         ({"current_period_start": 10, "current_period_end": 5}, "current_period_end"),
         ({"current_period_start": -1, "current_period_end": 5}, "current_period_start"),
+        ({"current_period_start": 10, "current_period_end": 2**63}, "current_period_end"),  # no 64-bit int
         ({"updated_at": "yesterday"}, "updated_at"),
     ],
 )
@@ -106,6 +109,19 @@ def test_bad_subscription_fields_are_refused(budget: Budget, fields: dict[str, o
     with pytest.raises(InvalidInput) as caught:
         create_subscription(budget, **fields)
     assert caught.value.field == field
+
+
+def test_the_latest_period_end_taken_shows_in_a_timezone_far_east_of_utc(
+    budget: Budget, clock: FakeClock
+) -> None:
+    """The last second a period may end, 14 hours ahead of UTC, is still a date Python can show."""
+    create_practice(budget, timezone="Pacific/Kiritimati")
+    budget.put_plan("basic", included_usd="20")
+    start = int(clock.now.timestamp())
+    create_subscription(budget, current_period_start=start, current_period_end=LATEST_UNIX_SECONDS)
+
+    view = budget.snapshot("p1").client_view(locale="de")
+    assert (view.renewal_date, view.renewal_date_display) == ("9999-01-01", "01.01.9999")
 
 
 def test_a_subscription_needs_an_existing_practice(budget: Budget) -> None:

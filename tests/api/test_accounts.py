@@ -208,6 +208,8 @@ def test_a_subscription_of_an_unknown_practice_is_404(server: Server) -> None:
         ({"current_period_start": 1764547200}, "current_period_end"),
         ({"current_period_start": 1767225600, "current_period_end": 1764547200}, "current_period_end"),
         ({"current_period_start": -1, "current_period_end": 5}, "current_period_start"),
+        # 9999-12-31T23:59:59Z: a renewal date past the end of Python's dates in a timezone east of UTC
+        ({"current_period_start": 1764547200, "current_period_end": 253_402_300_799}, "current_period_end"),
         ({"updated_at": 1.5}, "updated_at"),
         ({"status": ""}, "status"),
     ],

@@ -86,6 +86,7 @@ def test_the_same_reference_with_another_amount_is_409_and_credits_nothing(serve
         ({"priority": -1}, "priority"),
         ({"expires_at": "2030-01-01T00:00:00"}, "expires_at"),
         ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+        ({"expires_at": "9999-12-31T23:59:59-14:00"}, "expires_at"),  # the year 10000 in UTC
         ({"note": "hi"}, "note"),
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -82,6 +82,11 @@ def naive_tomorrow(now: datetime) -> datetime:
     return (now + timedelta(days=1)).replace(tzinfo=None)
 
 
+def past_the_year_9998(_now: datetime) -> datetime:
+    """The year 10000 in UTC: it could be written, but not read back."""
+    return datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14)))
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
@@ -107,6 +112,7 @@ def naive_tomorrow(now: datetime) -> datetime:
         pytest.param({"expires_at": in_the_past}, "expires_at", id="expiry in the past"),
         pytest.param({"expires_at": right_now}, "expires_at", id="expiry now"),
         pytest.param({"expires_at": naive_tomorrow}, "expires_at", id="expiry without timezone"),
+        pytest.param({"expires_at": past_the_year_9998}, "expires_at", id="expiry past the year 9998"),
     ],
 )
 def test_a_bad_grant_is_refused_naming_the_field_and_writes_nothing(

@@ -270,17 +270,23 @@ def test_pause_and_resume_top_up_and_devices(page: Page, server: Server, practic
     expect(page.get_by_role("alert")).to_contain_text("not bound")
 
 
+@pytest.mark.parametrize(
+    ("amount", "expires_on", "field"),
+    [("lots", "", "amount_usd"), ("5", "9999-12-31", "expires_on")],  # the day after it: past datetime's end
+    ids=["amount", "expiry past the year 9998"],
+)
 def test_bad_input_in_a_form_names_the_field_and_writes_nothing(
-    page: Page, server: Server, practice: dict[str, object]
+    page: Page, server: Server, practice: dict[str, object], amount: str, expires_on: str, field: str
 ) -> None:
     sign_in(page, server, server.admin_key)
     page.goto(f"{server.url}/admin/practices/{PRACTICE}")
     with server.budget() as budget:
         before = budget.grants(PRACTICE)
     page.evaluate("document.getElementById('amount_usd').removeAttribute('pattern')")
-    page.get_by_label("Amount in USD").fill("lots")
+    page.get_by_label("Amount in USD").fill(amount)
+    page.get_by_label("Expires after (optional)").fill(expires_on)
     page.get_by_role("button", name="Grant credit").click()
-    expect(page.get_by_role("alert")).to_contain_text("amount_usd")
+    expect(page.get_by_role("alert")).to_contain_text(field)
     with server.budget() as budget:
         assert budget.grants(PRACTICE) == before
 

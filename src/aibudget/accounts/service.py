@@ -25,6 +25,7 @@ from aibudget.accounts import repository
 from aibudget.accounts.periods import period_for
 from aibudget.errors import Conflict, DeviceNotInPractice, Forbidden, InvalidInput, NotFound
 from aibudget.money import parse_usd, to_decimal
+from aibudget.store.sql import LATEST_UNIX_SECONDS
 
 Policy = Literal["allow_last_call", "strict"]
 POLICIES: tuple[Policy, ...] = ("allow_last_call", "strict")
@@ -245,8 +246,13 @@ def put_subscription(
         ("current_period_end", current_period_end),
         ("updated_at", updated_at),
     ):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise InvalidInput(f"{field}: {value!r} is not a Unix time in seconds", field=field)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LATEST_UNIX_SECONDS
+        ):
+            raise InvalidInput(
+                f"{field}: {value!r} is not a Unix time in seconds up to {LATEST_UNIX_SECONDS} (9998-12-31)",
+                field=field,
+            )
     if (current_period_start is None) != (current_period_end is None):
         raise InvalidInput(
             "current_period_start and current_period_end go together", field="current_period_end"

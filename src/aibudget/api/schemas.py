@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, W
 
 from aibudget.errors import InvalidInput
 from aibudget.money import MICROS_PER_USD, format_usd, parse_usd
+from aibudget.store.sql import LATEST_UNIX_SECONDS
 
 MAX_USD = 1_000_000  # any single amount; keeps every sum far inside 64-bit micro-USD
 
@@ -19,7 +20,7 @@ RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-
 Operation = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._:-]+$")]
 Model = Annotated[str, Field(min_length=1, max_length=200)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
-UnixSeconds = Annotated[StrictInt, Field(ge=0, le=253_402_300_799)]
+UnixSeconds = Annotated[StrictInt, Field(ge=0, le=LATEST_UNIX_SECONDS)]
 
 
 def _usd(value: object) -> str:

@@ -19,6 +19,7 @@ from aibudget.credit import repository
 from aibudget.errors import Conflict, InvalidInput
 from aibudget.money import parse_usd, to_decimal
 from aibudget.store.dialect import lock_practices
+from aibudget.store.sql import LATEST_INSTANT
 
 Source = Literal["purchase", "auto_topup", "promo", "manual", "refund"]
 SOURCES: tuple[Source, ...] = ("purchase", "auto_topup", "promo", "manual", "refund")
@@ -86,6 +87,8 @@ def grant_credit(
         raise InvalidInput("priority must be a whole number 0-1000000 (lower pays first)", field="priority")
     if expires_at is not None and expires_at.tzinfo is None:
         raise InvalidInput("expires_at must be a timezone-aware time", field="expires_at")
+    if expires_at is not None and expires_at > LATEST_INSTANT:
+        raise InvalidInput("expires_at must be before the year 9999", field="expires_at")
     # A payment retried after its grant expired gets that grant back: "in the future" is a rule for
     # new grants only.
     new = repository.grant_by_reference(connection, reference) is None

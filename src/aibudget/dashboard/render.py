@@ -3,7 +3,7 @@ an action. Amounts stay `Decimal` from micro-USD to the page; the chart gets who
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,13 +44,6 @@ def when(instant: datetime | int | None, timezone: str = "UTC") -> str:
     if isinstance(instant, int):
         instant = datetime.fromtimestamp(instant, UTC)
     return instant.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
-
-
-def end_of(day: date | datetime | None, timezone: str) -> datetime | None:
-    """When credit given "until" `day` runs out: the midnight after it in `timezone`."""
-    if day is None or isinstance(day, datetime):
-        return day
-    return datetime.combine(day + timedelta(days=1), time(), ZoneInfo(timezone))
 
 
 def chart_data(burn_down: BurnDown) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +32,7 @@ from aibudget.budget import Budget
 from aibudget.dashboard import render
 from aibudget.errors import AibudgetError, InvalidInput
 from aibudget.ledger import reports
-from aibudget.ledger.reports import parse_bound
+from aibudget.ledger.reports import parse_bound, resolve_bound
 from aibudget.views.report import audio_seconds, to_csv
 
 HERE = Path(__file__).parent
@@ -302,6 +302,15 @@ def _usd(text: str, field: str) -> Decimal:
         raise InvalidInput(f"{field}: {text!r} is not an amount in USD like 25.00", field=field) from None
 
 
+def _expiry(expires_on: str, timezone: str) -> datetime:
+    """When credit given "until" `expires_on` runs out: the midnight after that day in the practice's
+    timezone; a date-time as given (in that timezone when it has no offset)."""
+    given = parse_bound(expires_on, field="expires_on")
+    start = resolve_bound(given, timezone, field="expires_on")
+    assert start is not None
+    return start if isinstance(given, datetime) else start + timedelta(days=1)
+
+
 @router.post("/practices/{practice_id}/grants")
 def grant_credit(
     request: Request,
@@ -312,13 +321,13 @@ def grant_credit(
     expires_on: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     def action(budget: Budget) -> None:
-        expires = parse_bound(expires_on, field="expires_on") if expires_on else None
+        timezone = budget.get_practice(practice_id).timezone
         budget.grant_credit(
             practice_id,
             amount_usd=_usd(amount_usd, "amount_usd"),
             source="manual",
             reference=reference,
-            expires_at=render.end_of(expires, budget.get_practice(practice_id).timezone),
+            expires_at=_expiry(expires_on, timezone) if expires_on else None,
         )
 
     return _act(request, practice_id, csrf_token, action, "credit-granted")
