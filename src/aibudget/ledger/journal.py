@@ -1,7 +1,7 @@
 """`Journal`: records a process keeps on local disk until the database takes them.
 
 Two kinds of record wait this way while the database is unavailable: calls admitted without a hold
-(`ledger.fail_open`) and the settles of calls the proxy served (`ledger.deferred`). A journal keeps
+(`ledger.fail_open`) and the settles of calls the proxy served (`ledger.kept_settles`). A journal keeps
 its records in memory and, before `keep` returns, in a file of its own in its directory (one JSON
 line each, synced to disk), which it holds locked while its process lives: a kept record survives
 the process's death (`kill -9` included), and the next `drain` of any journal on the same directory

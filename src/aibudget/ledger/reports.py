@@ -30,6 +30,7 @@ from aibudget.accounts.service import get_practice
 from aibudget.errors import InvalidInput
 from aibudget.ledger.waterfall import Pot
 from aibudget.store import tables
+from aibudget.store.sql import LATEST_INSTANT
 
 GroupBy = Literal["day", "model", "operation"]
 GROUP_BYS: tuple[GroupBy, ...] = ("day", "model", "operation")
@@ -39,7 +40,8 @@ STATUSES = (*CALL_STATUSES, "voided", "expired")
 MAX_FILTER_CHARS = 200
 _CONTROL = frozenset(map(chr, [*range(0x20), 0x7F]))
 _QUARTER_HOUR_MICROS = 15 * 60 * 1_000_000
-_YEARS = (1970, 9998)  # bounds outside these cannot be converted between timezones safely
+# bounds outside these cannot be converted between timezones safely (`store.sql.LATEST_INSTANT`)
+_YEARS = (1970, LATEST_INSTANT.year)
 events, allocations, periods = tables.usage_events, tables.allocations, tables.periods
 
 

@@ -11,9 +11,9 @@ practice key (or a service key with `X-Device-Id`). For each call:
    failing (4xx, 5xx, timeout) voids the hold and records an `error` event. A client that goes
    away mid-stream is charged what was consumed: the usage if it arrived, otherwise an estimate
    from the streamed text, flagged `estimated`; so is a stream the upstream breaks off, which ends
-   for the client with an error event in OpenAI's shape. A settle the database cannot take then is kept on
-   disk and posted once it is back (`ledger.kept_settles`); the caller gets its answer meanwhile.
-   No path leaves a hold open or a cost unrecorded.
+   for the client with an error event in OpenAI's shape. A settle the database cannot take then is
+   kept on disk and posted once it is back (`ledger.kept_settles`); the caller gets its answer
+   meanwhile. No path leaves a hold open or a cost unrecorded.
 
 The call's request id is the caller's `Idempotency-Key` or `X-Request-Id` header, else a new one;
 its operation is `X-Aibudget-Operation`, else the route's kind (`chat`, `embed`, `transcribe`).
@@ -192,11 +192,6 @@ async def _forward(call: Call, send: Callable[[], Any]) -> httpx.Response | Resp
     """Send the request upstream; on an upstream failure, void, record the error and answer it."""
     try:
         response: httpx.Response = await send()
-        if response.status_code >= 400:  # a stream's error is read here, and its connection let go
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
     except httpx.TimeoutException:
         await call.fail("upstream_timeout")
         return _unavailable(504, "the upstream did not answer in time")
@@ -299,10 +294,8 @@ async def _gated(
 ) -> Response:  # fmt: skip
     body = await _json_body(request)
     call = _call(request, budget, principal, device_id, kind, usage.model_of(body))
-    streaming, hide = body.get("stream") is True and kind != "embed", False
-    sent = body
-    if streaming and kind == "chat":
-        sent, hide = _asking_for_usage(body)
+    streaming = body.get("stream") is True and kind != "embed"
+    sent, hide = _asking_for_usage(body) if streaming and kind == "chat" else (body, False)
     upstream = _upstream(request)
     # made before the hold: a body that cannot be sent on is refused with nothing held
     outgoing = upstream.request("POST", path, dict(request.headers), json=sent)

@@ -63,11 +63,12 @@ class Upstream:
         return request
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
-        """The upstream's answer, read whole unless `stream` (then the caller closes it). Raises
+        """The upstream's answer, read whole and its connection let go unless `stream` asks for a
+        success (the caller then reads and closes it): an error answer is never a stream. Raises
         `httpx.HTTPError` when the upstream cannot be reached or does not answer in time."""
         response = await self._transport.handle_async_request(request)
         response.request = request
-        if not stream:
+        if not stream or response.status_code >= 400:
             try:
                 await response.aread()
             finally:

@@ -22,8 +22,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The last instant aibudget takes in: the end of the year 9998 in UTC. Python's datetime ends with the
 # year 9999, and an instant is shown in its practice's timezone, up to 14 hours later than UTC; one
 # past this could be stored, but not always read back or shown (an error on every later read).
-LATEST_UNIX_SECONDS = 253_370_764_799
-LATEST_INSTANT = datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+LATEST_UNIX_SECONDS = 253_370_764_799  # 9998-12-31T23:59:59Z
+LATEST_INSTANT = datetime.fromtimestamp(LATEST_UNIX_SECONDS, UTC)
 
 
 class Statement:
