@@ -76,6 +76,17 @@ def client(server: Server, api_key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=api_key, max_retries=0, timeout=20)
 
 
+def letter(app: openai.OpenAI, request_id: str | None = None, **options: Any) -> Any:
+    """The letter of `MESSAGES` as a chat completion through the proxy, sent as `request_id` if given."""
+    headers = {} if request_id is None else {"Idempotency-Key": request_id}
+    return app.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        extra_headers=headers,
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def event_of(server: Server, practice_id: str, request_id: str, status: str = "success") -> UsageLine:
     with server.budget() as budget:
         rows = budget.usage_report(practice_id).rows
@@ -134,14 +145,9 @@ def test_streaming_and_plain_calls_cost_the_same_and_the_injected_usage_chunk_st
 ) -> None:
     practice_id, api_key = funded_practice(server)
     with client(server, api_key) as app:
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                    extra_headers={"Idempotency-Key": "plain"})  # fmt: skip
-        chunks = list(app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                                                  extra_headers={"Idempotency-Key": "streamed"}))  # fmt: skip
-        with_usage = list(app.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True},  # type: ignore[arg-type]
-            extra_headers={"Idempotency-Key": "streamed-usage"},
-        ))  # fmt: skip
+        letter(app, "plain")
+        chunks = list(letter(app, "streamed", stream=True))
+        with_usage = list(letter(app, "streamed-usage", stream=True, stream_options={"include_usage": True}))
 
     assert upstream.requests[-2].json["stream_options"] == {"include_usage": True}  # injected upstream
     assert all(chunk.usage is None for chunk in chunks)
@@ -241,8 +247,7 @@ def test_an_upstream_error_voids_the_hold_and_records_an_error(server: Server, u
     practice_id, api_key = funded_practice(server)
     upstream.fail_next(1, status=500, path="/v1/chat/completions")
     with client(server, api_key) as app, pytest.raises(openai.InternalServerError):
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                    extra_headers={"Idempotency-Key": "broken"})  # fmt: skip
+        letter(app, "broken")
     failed = event_of(server, practice_id, "broken", status="error")
     assert (failed.cost_micros, failed.error_code) == (0, "upstream_500")
     event_of(server, practice_id, "broken", status="voided")
@@ -260,8 +265,7 @@ def test_an_upstream_error_to_a_stream_reaches_the_app_and_voids_the_hold(
     for attempt in range(3):  # each one's connection to the upstream is let go, not kept busy
         upstream.fail_next(1, status=400, body=too_long, path="/v1/chat/completions")
         with client(server, api_key) as app, pytest.raises(openai.BadRequestError) as refused:
-            app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                                        extra_headers={"Idempotency-Key": f"too-long-{attempt}"})  # fmt: skip
+            letter(app, f"too-long-{attempt}", stream=True)
         assert refused.value.code == "context_length_exceeded"
         failed = event_of(server, practice_id, f"too-long-{attempt}", status="error")
         assert failed.error_code == "upstream_400"
@@ -274,8 +278,7 @@ def test_a_client_leaving_mid_stream_is_charged_what_was_streamed_and_the_hold_r
     practice_id, api_key = funded_practice(server)
     upstream.reply_words, upstream.chunk_delay = 200, 0.02
     with client(server, api_key) as app:
-        stream = app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                                             extra_headers={"Idempotency-Key": "walked-away"})  # fmt: skip
+        stream = letter(app, "walked-away", stream=True)
         received = [next(stream) for _ in range(5)]
         stream.close()
     assert received
@@ -299,8 +302,7 @@ def test_an_upstream_stream_breaking_off_is_an_error_the_app_reads_and_is_charge
     upstream.reply_words, upstream.drop_stream_after = 40, 6
     logged = len(server.logs())
     with client(server, api_key) as app:
-        stream = app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                                             extra_headers={"Idempotency-Key": "broken-off"})  # fmt: skip
+        stream = letter(app, "broken-off", stream=True)
         received: list[str] = []
 
         def read_all() -> None:
@@ -330,10 +332,10 @@ def test_what_the_upstream_sets_for_one_practices_call_is_not_sent_with_anothers
     upstream.fail_next(1, status=429, headers={"Set-Cookie": "session=first-practice; Path=/"},
                        path="/v1/chat/completions")  # fmt: skip
     with client(server, first_key) as app, pytest.raises(openai.RateLimitError):
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        letter(app)
     for api_key in (first_key, second_key):
         with client(server, api_key) as app:
-            app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            letter(app)
         assert "cookie" not in upstream.requests[-1].headers
 
 
@@ -343,7 +345,7 @@ def test_an_upstream_refusal_tells_the_app_when_to_try_again(server: Server, ups
     told = {"retry-after": "7", "retry-after-ms": "7000", "x-should-retry": "true"}
     upstream.fail_next(1, status=429, headers=told | {"x-internal": "no"}, path="/v1/chat/completions")
     with client(server, api_key) as app, pytest.raises(openai.RateLimitError) as refused:
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        letter(app)
     headers = refused.value.response.headers
     assert {name: headers.get(name) for name in told} == told
     assert "x-internal" not in headers
@@ -393,8 +395,7 @@ def test_usage_details_of_an_unexpected_shape_are_ignored_not_a_failure(
                         "prompt_tokens_details": "none"}}  # fmt: skip
     upstream.fail_next(1, status=200, body=answer, path="/v1/chat/completions")
     with client(server, api_key) as app:
-        completion = app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                                 extra_headers={"Idempotency-Key": "odd-usage"})  # fmt: skip
+        completion = letter(app, "odd-usage")
     assert completion.choices[0].message.content == "Sehr geehrte Frau Muster"
     charged = event_of(server, practice_id, "odd-usage")
     assert charged.cost_micros == price_of(server, "gpt-4o-mini", {"input_tokens": 120, "output_tokens": 40})
@@ -424,7 +425,7 @@ def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
     _practice_id, api_key = funded_practice(server, included_usd="0")
     calls_before = len(upstream.requests)
     with client(server, api_key) as app, pytest.raises(openai.APIStatusError) as refused:
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        letter(app)
     assert refused.value.status_code == 402
     assert refused.value.code == "AI_BUDGET_EXCEEDED"
     body = refused.value.response.json()
@@ -438,7 +439,7 @@ def test_the_proxys_402_speaks_the_language_the_app_asks_for(server: Server, ups
     app = openai.OpenAI(base_url=f"{server.url}/openai/v1", api_key=api_key, max_retries=0,
                         default_headers={"Accept-Language": "it-CH"})  # fmt: skip
     with app, pytest.raises(openai.APIStatusError) as refused:
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        letter(app)
     body = refused.value.response.json()
     renews = date.fromisoformat(body["renewal_date"])
     italian = text("Refusal: allowance used up, renews on {renewal_date}", "it-CH",
@@ -456,7 +457,7 @@ def test_models_are_listed_from_the_upstream(server: Server, upstream: FakeOpenA
 def test_a_wrong_key_is_refused_before_anything_is_forwarded(server: Server, upstream: FakeOpenAI) -> None:
     calls_before = len(upstream.requests)
     with client(server, "not-a-key") as app, pytest.raises(openai.AuthenticationError):
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        letter(app)
     assert len(upstream.requests) == calls_before
 
 
@@ -502,14 +503,13 @@ def test_an_azure_style_upstream_gets_its_api_key_header_and_a_timeout_voids(
         try:
             practice_id, api_key = funded_practice(azure)
             with client(azure, api_key) as app:
-                app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+                letter(app)
                 forwarded = upstream.requests[-1].headers
                 assert upstream.requests[-1].query == {"api-version": "2024-10-21"}
                 upstream.delay = 2
                 try:
                     with pytest.raises(openai.APIStatusError) as slow:
-                        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                                    extra_headers={"Idempotency-Key": "slow"})  # fmt: skip
+                        letter(app, "slow")
                 finally:
                     upstream.delay = 0
             assert slow.value.status_code == 504
@@ -531,8 +531,7 @@ def test_a_retry_of_a_call_in_flight_is_refused_instead_of_paying_the_provider_t
                          model="gpt-4o-mini", prompt_chars=prompt_chars({"messages": MESSAGES}))  # fmt: skip
     calls_before = len(upstream.requests)
     with client(server, api_key) as app, pytest.raises(openai.ConflictError) as refused:
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                    extra_headers={"Idempotency-Key": "in-flight"})  # fmt: skip
+        letter(app, "in-flight")
     assert refused.value.response.json()["error_code"] == "CONFLICT"  # not another body: the same call
     assert len(upstream.requests) == calls_before
 
@@ -542,12 +541,10 @@ def test_a_call_sent_again_after_its_answer_is_refused_and_charged_once(
 ) -> None:
     practice_id, api_key = funded_practice(server)
     with client(server, api_key) as app:
-        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                    extra_headers={"Idempotency-Key": "answered"})  # fmt: skip
+        letter(app, "answered")
         calls_before = len(upstream.requests)
         with pytest.raises(openai.ConflictError) as refused:
-            app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                        extra_headers={"Idempotency-Key": "answered"})  # fmt: skip
+            letter(app, "answered")
     assert "was sent before" in refused.value.response.json()["detail"]
     assert len(upstream.requests) == calls_before
     event_of(server, practice_id, "answered")  # one event, charged once

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.databases import PostgresServer
 from tests.fake_openai import FakeOpenAI
-from tests.proxy.test_proxy import MESSAGES, chat_usage, client, event_of, funded_practice, held_usd, price_of
+from tests.proxy.test_proxy import chat_usage, client, event_of, funded_practice, held_usd, letter, price_of
 from tests.relay import relayed_server
 
 
@@ -35,15 +35,11 @@ def test_calls_answered_while_the_database_is_gone_are_delivered_and_charged_onc
 
         def plain() -> Any:
             with client(server, api_key) as app:
-                return app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
-                                                   extra_headers={"Idempotency-Key": "plain"})  # fmt: skip
+                return letter(app, "plain")
 
         def streamed() -> list[Any]:
             with client(server, api_key) as app:
-                return list(app.chat.completions.create(
-                    model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                    stream_options={"include_usage": True}, extra_headers={"Idempotency-Key": "streamed"},
-                ))  # fmt: skip
+                return list(letter(app, "streamed", stream=True, stream_options={"include_usage": True}))
 
         with ThreadPoolExecutor(2) as pool:
             answers = pool.submit(plain), pool.submit(streamed)
