@@ -263,7 +263,7 @@ def authorize(
     repository.insert_authorization(connection, values)
     repository.change_held(connection, practice.practice_id, hold)
     after = replace(state, held_micros=state.held_micros + hold)  # what a read would now find
-    authorization = Authorization(
+    return Authorization(
         authorization_id,
         practice.practice_id,
         request_id,
@@ -274,8 +274,8 @@ def authorize(
         hold,
         now,
         expires_at,
+        budget=after.snapshot(),
     )
-    return replace(authorization, budget=after.snapshot())
 
 
 def settle(
@@ -402,7 +402,11 @@ def settle(
         repository.close_authorization(connection, held.authorization_id, "settled", now)
         repository.change_held(connection, practice.practice_id, -held.held_micros)
         released = held.held_micros
-    event = UsageEvent(
+    if credit:  # grants moved, and with them which credit expires soon: read the result back
+        budget = budget_after(connection, practice_id, now=now, rules=rules)
+    else:
+        budget = replace(state, held_micros=state.held_micros - released, period=current).snapshot()
+    return UsageEvent(
         event_id,
         practice.practice_id,
         request_id,
@@ -417,11 +421,8 @@ def settle(
         values["period_id"],
         now,
         tuple(split),
+        budget=budget,
     )
-    if credit:  # grants moved, and with them which credit expires soon: read the result back
-        return replace(event, budget=budget_after(connection, practice_id, now=now, rules=rules))
-    after = replace(state, held_micros=state.held_micros - released, period=current)
-    return replace(event, budget=after.snapshot())
 
 
 def void(
