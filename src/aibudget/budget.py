@@ -62,6 +62,7 @@ from aibudget.payments import packages, webhooks
 from aibudget.payments.gateway import CheckoutSession, StripeGateway
 from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
+from aibudget.store import waiting
 from aibudget.store.dialect import checkpoint, is_embedded, run_transaction, shared_reads
 from aibudget.store.engine import open_engine
 from aibudget.views.snapshot import Snapshot
@@ -333,15 +334,21 @@ class Budget:
                 on_refusal=on_refusal,
             )
 
+        def decided(result: Authorization | Refusal | Deferred) -> Authorization:
+            if isinstance(result, Refusal):  # raised after the commit: the refusal is on the books
+                raise BudgetExceeded(result.payload)
+            assert not isinstance(result, Deferred)  # one top-up per call: the second pass decides
+            return result
+
+        def after_topup() -> Authorization:
+            self._charge(claimed[0])
+            return decided(self._write(work))
+
         result = self._write(work)
         if isinstance(result, Deferred):  # an automatic top-up was claimed: charge it, then ask again
-            attempt, may_claim = claimed[0], False
-            self._charge(attempt)
-            result = self._write(work)
-        if isinstance(result, Refusal):  # raised after the commit: the refusal is on the books
-            raise BudgetExceeded(result.payload)
-        assert not isinstance(result, Deferred)  # one top-up per call: the second pass decides
-        return result
+            may_claim = False
+            return waiting.then(after_topup)  # the charge waits for Stripe: never on an event loop
+        return decided(result)
 
     def admit_without_hold(
         self,

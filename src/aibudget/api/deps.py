@@ -1,24 +1,27 @@
 """What routes depend on, as `Annotated` aliases: the `Budget`, the caller, the role it must have.
 
 The dependencies are `async`: most are microseconds of work, less than handing them to a worker
-thread would cost on every request. The key check reads the database: on SQLite, a file in this
-process, it runs on the event loop too; on PostgreSQL it runs on a worker thread, as a read over
-the network may be slow or, when the network is cut, wait for seconds — the event loop would stop
-every other request, the health checks included, meanwhile.
+thread would cost on every request. The key check reads the database, and the gate's routes write
+to it, through `budget_call`: on SQLite, a file in this process, on the event loop, unless a write
+would wait for another writer or for Stripe (`store.waiting`); on PostgreSQL on a worker thread, as
+a call over the network may be slow or, when the network is cut, wait for seconds — the event loop
+would stop every other request, the health checks included, meanwhile.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
-from starlette.concurrency import run_in_threadpool
 
 from aibudget.auth.recent import RecentKeys
 from aibudget.auth.service import Principal, Role
 from aibudget.budget import Budget
 from aibudget.errors import DatabaseUnavailable, Forbidden
+from aibudget.store.waiting import off_or_on_the_loop
+
+T = TypeVar("T")
 
 
 async def get_budget(request: Request) -> Budget:
@@ -38,9 +41,13 @@ async def get_principal(
     if authorization and authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()
     recent: RecentKeys | None = request.app.state.recent_keys  # set with fail-open only
-    if budget.embedded_database:
-        return _principal(budget, presented, recent)
-    return await run_in_threadpool(_principal, budget, presented, recent)
+    return await budget_call(budget, lambda: _principal(budget, presented, recent))
+
+
+async def budget_call(budget: Budget, call: Callable[[], T]) -> T:
+    """`call()`, a call into `budget`, made on the event loop where it need not wait, else on a
+    worker thread (see `store.waiting`)."""
+    return await off_or_on_the_loop(call, embedded=budget.embedded_database)
 
 
 def _principal(budget: Budget, presented: str | None, recent: RecentKeys | None) -> Principal:

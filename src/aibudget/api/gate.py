@@ -2,7 +2,8 @@
 
 Callers: the vendor's backend with a service key (naming the practice or a device), or the desktop
 with a practice key (its own practice only, optionally naming its device). Replays are idempotent:
-201 the first time, 200 with the same body after.
+201 the first time, 200 with the same body after. On SQLite the ledger's work runs on the event
+loop unless it would wait (`budget_call`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, StrictBool
 
 from aibudget.api import observability
-from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, practice_scope
+from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, budget_call, practice_scope
 from aibudget.api.errors import problems
 from aibudget.api.schemas import Count, Model, Operation, PracticeId, RequestId, Seconds, Strict
 from aibudget.errors import DatabaseUnavailable
@@ -161,7 +162,7 @@ def _usage(event: UsageEvent) -> UsageOut:
     status_code=201,
     responses={200: {"description": "a replay: the first result"}, **problems(402, 404, 409, body=True)},
 )
-def authorize(
+async def authorize(
     body: AuthorizeIn,
     principal: Gatekeeper,
     budget: BudgetDep,
@@ -177,11 +178,15 @@ def authorize(
     call: dict[str, Any] = {"request_id": body.request_id, "operation": body.operation, "model": body.model}
     estimate = body.estimate.model_dump()
     try:
-        authorization = budget.authorize(practice_id=practice_id, device_id=device_id, **call, **estimate)
+        authorization = await budget_call(
+            budget, lambda: budget.authorize(practice_id=practice_id, device_id=device_id, **call, **estimate)
+        )
     except DatabaseUnavailable:
         if not budget.settings.fail_open or practice_id is None:  # a device alone names no practice
             raise
-        admission = budget.admit_without_hold(practice_id=practice_id, **call, **estimate)
+        admission = await budget_call(
+            budget, lambda: budget.admit_without_hold(practice_id=practice_id, **call, **estimate)
+        )
         if admission.replayed:
             response.status_code = 200
         else:
@@ -194,7 +199,7 @@ def authorize(
 
 
 @router.post("/authorizations/{request_id:path}/void", responses=problems(404, 409, body=True))
-def void(
+async def void(
     request_id: RequestId,
     principal: Gatekeeper,
     budget: BudgetDep,
@@ -202,10 +207,9 @@ def void(
     device_id: DeviceId = None,
 ) -> AuthorizationOut:
     """Release the hold of a call that was not made (idempotent)."""
-    authorization = budget.void(
-        practice_id=practice_scope(principal, body.practice_id if body else None),
-        device_id=device_id,
-        request_id=request_id,
+    practice_id = practice_scope(principal, body.practice_id if body else None)
+    authorization = await budget_call(
+        budget, lambda: budget.void(practice_id=practice_id, device_id=device_id, request_id=request_id)
     )
     return _authorization(authorization)
 
@@ -215,21 +219,25 @@ def void(
     status_code=201,
     responses={200: {"description": "a replay: the first result"}, **problems(404, 409, body=True)},
 )
-def settle(
+async def settle(
     body: SettleIn, principal: Gatekeeper, budget: BudgetDep, response: Response, device_id: DeviceId = None
 ) -> UsageOut:
     """Record a call's real usage: priced, charged to the right pot, its hold released."""
-    event = budget.settle(
-        practice_id=practice_scope(principal, body.practice_id),
-        device_id=device_id,
-        request_id=body.request_id,
-        model=body.model,
-        operation=body.operation,
-        status=body.status,
-        error_code=body.error_code,
-        meta=body.meta,
-        estimated=body.estimated,
-        **body.usage.model_dump(),
+    practice_id = practice_scope(principal, body.practice_id)
+    event = await budget_call(
+        budget,
+        lambda: budget.settle(
+            practice_id=practice_id,
+            device_id=device_id,
+            request_id=body.request_id,
+            model=body.model,
+            operation=body.operation,
+            status=body.status,
+            error_code=body.error_code,
+            meta=body.meta,
+            estimated=body.estimated,
+            **body.usage.model_dump(),
+        ),
     )
     observability.record_usage(event)
     if event.replayed:

@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper
+from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, budget_call
 from aibudget.api.errors import refusal_payload
 from aibudget.auth.service import Principal
 from aibudget.budget import Budget
@@ -57,7 +57,7 @@ _TOO_DEEP = f"the body nests arrays and objects more than {MAX_NESTING} deep"
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One proxied call's identity in the ledger; its methods run the `Budget` off the event loop."""
+    """One proxied call's identity in the ledger; its methods call the `Budget` through `budget_call`."""
 
     budget: Budget
     request_id: str
@@ -67,11 +67,12 @@ class Call:
     device_id: str | None
 
     async def authorize(self, **estimate: Any) -> None:
-        held = await run_in_threadpool(
+        held = await budget_call(
+            self.budget,
             lambda: self.budget.authorize(
                 request_id=self.request_id, operation=self.operation, model=self.model,
                 practice_id=self.practice_id, device_id=self.device_id, **estimate,
-            )
+            ),
         )  # fmt: skip
         if held.replayed:  # a call sent again, in flight or answered: forwarding it would pay twice
             raise Conflict(
@@ -82,26 +83,29 @@ class Call:
 
     async def settle(self, used: SettleUsage, *, estimated: bool = False) -> None:
         """Post the served call's cost; kept on disk and posted later while the database is away."""
-        await run_in_threadpool(
+        await budget_call(
+            self.budget,
             lambda: self.budget.settle_or_keep(
                 request_id=self.request_id, operation=self.operation, model=self.model,
                 practice_id=self.practice_id, device_id=self.device_id, estimated=estimated, **used,
-            )
+            ),
         )  # fmt: skip
 
     async def fail(self, error_code: str) -> None:
         """The upstream did not serve the call: release the hold and record an `error` event."""
-
-        def work() -> None:
-            self.budget.void(
+        await budget_call(
+            self.budget,
+            lambda: self.budget.void(
                 request_id=self.request_id, practice_id=self.practice_id, device_id=self.device_id
-            )
-            self.budget.settle(
+            ),
+        )
+        await budget_call(
+            self.budget,
+            lambda: self.budget.settle(
                 request_id=self.request_id, operation=self.operation, model=self.model,
                 practice_id=self.practice_id, device_id=self.device_id, status="error", error_code=error_code,
-            )  # fmt: skip
-
-        await run_in_threadpool(work)
+            ),
+        )  # fmt: skip
 
 
 def _call(

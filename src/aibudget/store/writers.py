@@ -10,7 +10,8 @@ So before `BEGIN IMMEDIATE`, a write transaction takes its turn here: the thread
 on one lock of the engine's, the processes on an advisory lock (`flock`) of the file
 `<database>-writers` beside the database; both wake the next writer the moment the last one is
 done. Same load: p99 ~31 ms, max 60-70 ms, as many calls per second (`bench/http_api.py` measures
-it at saturation).
+it at saturation). A writer on an event loop does not wait in line: it raises `WouldWait` and goes
+on on a worker thread (`store.waiting`).
 
 SQLite's lock still guards the data: whatever does not pass here (the `sqlite3` shell, migrations,
 another program) meets it as before, and should the queue's file be shared by mistake (a process
@@ -27,6 +28,7 @@ import weakref
 from types import TracebackType
 
 from aibudget.errors import DatabaseUnavailable
+from aibudget.store.waiting import WouldWait, may_wait
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,17 @@ class WriterQueue:
         _QUEUES.add(self)
 
     def __enter__(self) -> None:
-        if not self._lock.acquire(timeout=self._wait_seconds):
+        wait = may_wait()
+        if not wait and not self._lock.acquire(blocking=False):
+            raise WouldWait
+        if wait and not self._lock.acquire(timeout=self._wait_seconds):
             raise DatabaseUnavailable(self._unavailable)
         try:
             # without a timeout: the writer of another process ends its transaction, or its process ends
-            fcntl.flock(self._open(), fcntl.LOCK_EX)
+            fcntl.flock(self._open(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process writes, and this writer may not wait
+            self._lock.release()
+            raise WouldWait from None
         except OSError as error:  # the file cannot be made or locked (permissions, a full disk, ...)
             self._lock.release()
             log.error("the writers' queue %s cannot be used: %s", self.path, error.strerror)
