@@ -58,12 +58,12 @@ recorded, and corrected if that write fails):
 - transcription tokens: `audio_tokens_of(file)` (10 per second of a WAV file, else one per 1000
   bytes, at least 1), `text_tokens` = chars of `prompt` // 4, `output_tokens` = words of the text.
 
-Test controls: `fail_next` (count, status, body, headers, path), `delay` (before any answer),
-`chunk_delay` (between SSE events), `drop_stream_after` (cut the connection after N words, no end of
-body), `reply_words`, `reply_text`, `cached_tokens`, `reasoning_tokens`, `transcript`, `model_map`,
-`models`, `embedding_dimensions`. Inspection: `requests`, `answers`, `disconnects` (the client went
-away during `delay`, between SSE events, or writing failed), `errors` (bugs in the fake itself),
-`wait_for(predicate, timeout)`.
+Test controls: `fail_next` (count, status, body, headers, path, content_type: any answer, a scripted
+stream too), `delay` (before any answer), `chunk_delay` (between SSE events), `drop_stream_after`
+(cut the connection after N words, no end of body), `reply_words`, `reply_text`, `cached_tokens`,
+`reasoning_tokens`, `transcript`, `model_map`, `models`, `embedding_dimensions`. Inspection:
+`requests`, `answers`, `disconnects` (the client went away during `delay`, between SSE events, or
+writing failed), `errors` (bugs in the fake itself), `wait_for(predicate, timeout)`.
 
 What it does not do: tools/function calls, `n` > 1, logprobs, images/audio output, `stop`
 sequences, the legacy `/v1/completions`, moderations, files/batches/assistants, Azure deployment
@@ -447,17 +447,19 @@ class FakeOpenAI:
         *,
         headers: Mapping[str, str] | None = None,
         path: str | None = None,
+        content_type: str | None = None,
     ) -> None:
         """Answer the next `count` authenticated requests (only those to `path`, e.g.
         "/v1/chat/completions", if given) with `status` and `body`: a mapping is sent as JSON, str/bytes
-        as-is (text/plain), None → OpenAI's error shape for the status (`default_error_body`).
-        Adds to failures already queued."""
+        as-is (text/plain, or `content_type` if given: "text/event-stream" for a scripted stream),
+        None → OpenAI's error shape for the status (`default_error_body`). Adds to failures already
+        queued."""
         if body is None or isinstance(body, Mapping):
             raw = json.dumps(dict(body) if body is not None else default_error_body(status)).encode()
             content_type = "application/json"
         else:
             raw = body.encode() if isinstance(body, str) else body
-            content_type = "text/plain; charset=utf-8"
+            content_type = content_type or "text/plain; charset=utf-8"
         failure = _Failure(status, raw, content_type, tuple((headers or {}).items()), path)
         with self._cond:
             self._failures.extend(failure for _ in range(count))

@@ -22,7 +22,11 @@ def canonical(number: Decimal) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """Given input tokens, or a bound from the prompt's size; output capped by `max_output_tokens`."""
+    """Given input tokens, or a bound from the prompt's size; output capped by `max_output_tokens`.
+
+    The bound is `prompt_chars / CHARS_PER_TOKEN_BOUND` tokens, rounded up. A prompt given (partly)
+    as token ids is sized at `CHARS_PER_TOKEN_BOUND` characters an id (`proxy.usage.prompt_chars`),
+    so each id is held as exactly one token, on top of the bound of the text beside it."""
 
     input_tokens: int | None = None
     prompt_chars: int | None = None

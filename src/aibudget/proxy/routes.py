@@ -221,9 +221,13 @@ async def _plain(
     reported = _reported_usage(response)
     if reported is not None:
         await call.settle(read(reported))
-    else:  # a success without usage: charge the bound rather than nothing
+    else:  # a success without usage: charge the bound of both sides' text rather than nothing
         log.warning("upstream answered %s without usage; charged by estimate", outgoing.url.path)
-        await call.settle(usage.estimated_usage(body, 0), estimated=True)
+        try:
+            answer: object = response.json()
+        except ValueError:  # not JSON (or not UTF-8): its text is the answer
+            answer = response.text
+        await call.settle(usage.estimated_answer_usage(body, answer), estimated=True)
     return _passthrough(response)
 
 
