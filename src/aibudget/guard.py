@@ -9,39 +9,64 @@ client = guard(OpenAI(), Budget.open(), practice_id="praxis-muster")   # or a Bu
 client.chat.completions.create(model="gpt-4o-mini", messages=[...])     # BudgetExceeded when empty
 ```
 
-Guarded: `chat.completions.create` and `responses.create` (plain and `stream=True`) and
-`embeddings.create`; everything else of the client is passed through untouched. Each call gets a new
-request id (or the `request_id=` you pass; `operation=` names its operation), is held with the
-request's size and output cap, and is settled with the usage the provider reported. A chat stream
-is asked for its usage chunk, which is taken out again when the caller did not ask for it. A call
-that raises is voided and recorded as an `error`. A stream is settled when it is exhausted or
-closed (use it as a context manager, or close it): a stream closed early is charged by an estimate
-from the text streamed so far. With a `Budget` as the gate, an answer that arrives while its
-database is unavailable is returned all the same and its settle kept until the database takes it
-(`Budget.settle_or_keep`): the provider is paid already, and an error would only make the caller
-pay it twice.
+Guarded: `create` of `chat.completions`, `responses` and `embeddings` (plain and `stream=True`),
+also where `client.beta` offers them, and on every client `with_options(...)` / `copy(...)` makes (same
+gate, same practice). Each call gets a new request id (or the `request_id=` you pass; `operation=`
+names its operation), is held with the request's size and output cap, and is settled with the usage
+the provider reported. A request id is for one call: one that was held before (in flight, answered
+or failed) raises `Conflict` before the provider is called, as the proxy answers 409 — calling it
+would pay the provider for an answer the ledger has settled already. A chat stream is asked for its
+usage chunk, which is taken out again when the caller did not ask for it. A call that raises is
+voided and recorded as an `error`. A stream is settled when it is exhausted or closed (use it as a
+context manager, or close it): a stream closed early is charged by an estimate from the text streamed
+so far; a stream never read nor closed is never settled (its hold expires, uncharged). With a
+`Budget` as the gate, an answer that arrives while its database is unavailable is returned all the
+same and its settle kept until the database takes it (`Budget.settle_or_keep`): the provider is paid
+already, and an error would only make the caller pay it twice.
+
+Refused with a `TypeError` naming the guarded way, since they reach the provider past the gate:
+`with_raw_response` and `with_streaming_response` (on the client, `chat`, `beta` and the guarded
+resources), `chat.completions.parse` / `.stream`, `responses.parse` / `.stream` / `.compact` /
+`.connect` (and those of them `client.beta` has). Passed through untouched: everything else, such as
+`models`, `files`, `chat.completions.retrieve` / `list`, `responses.retrieve` / `input_tokens` — and
+the other billable APIs (`audio`, `images`, legacy `completions`, `realtime`, …), which this guard
+does not gate; send those through the proxy.
 
 `openai.AsyncOpenAI` works the same, awaited. The gate is anything with the `Budget` methods
 `authorize`, `settle` and `void`: the library's `Budget`, `aibudget.client.BudgetClient`, or
-`AsyncBudgetClient` (async clients only; a synchronous gate is then run off the event loop).
+`AsyncBudgetClient` (async clients only — `guard` raises `TypeError` for a synchronous client, which
+could not await it; a synchronous gate is run off the event loop). An async call cancelled once the
+provider has answered is settled all the same before the cancellation goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
 
 import anyio
 
+from aibudget.errors import Conflict
 from aibudget.proxy import usage
 from aibudget.proxy.usage import SettleUsage, StreamTally
 
 _READ: dict[str, Callable[[dict[str, Any]], SettleUsage]] = {
     "chat": usage.chat_usage, "responses": usage.responses_usage, "embed": usage.embeddings_usage,
 }  # fmt: skip
+# ways of the openai package to the provider that would pass the gate (see module doc)
+_RAW = frozenset({"with_raw_response", "with_streaming_response"})
+_UNGUARDED = _RAW | {"parse", "stream", "compact", "connect"}
+
+
+def _refused(path: str, name: str, instead: str) -> TypeError:
+    return TypeError(
+        f"{path}.{name} is not guarded by aibudget: it would reach the provider with no authorization "
+        f"and no charge; use {instead} (stream=True for a stream)"
+    )
 
 
 def _dump(value: Any) -> dict[str, Any] | None:
@@ -74,6 +99,17 @@ class _Call:
             "max_output_tokens": usage.output_cap(self.body),
         }  # fmt: skip
 
+    def check_first(self, held: Any) -> None:
+        """Refuse a replayed authorization: this request id was held before (the call is in flight,
+        answered or failed), and calling the provider again would pay for an answer the ledger cannot
+        charge — its settle is taken or conflicts."""
+        if getattr(held, "replayed", False):
+            raise Conflict(
+                f"request_id {self.request_id!r} was used before (its call is in flight, answered or "
+                "failed); give each call its own request_id",
+                field="request_id",
+            )
+
     def settlement(self, used: SettleUsage, **extra: Any) -> dict[str, Any]:
         return {
             "request_id": self.request_id, "model": self.model, "practice_id": self.practice_id,
@@ -83,8 +119,8 @@ class _Call:
     def of_answer(self, answer: Any) -> dict[str, Any]:
         """How to settle a plain answer."""
         reported = _dump(answer.usage)
-        if reported is None:  # a success without usage: charged by the bound rather than nothing
-            return self.settlement(usage.estimated_usage(self.body, 0), estimated=True)
+        if reported is None:  # a success without usage: charged by its size rather than nothing
+            return self.settlement(usage.estimated_answer_usage(self.body, _dump(answer)), estimated=True)
         return self.settlement(_READ[self.kind](reported))
 
     def of_failure(self, error: BaseException) -> dict[str, Any]:
@@ -130,6 +166,31 @@ class GuardedStream:
         self.close()
 
 
+async def _to_the_end(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` (a settle or void) to its end even when the calling task is cancelled meanwhile, then
+    let the cancellation go on: a bookkeeping step cut off halfway loses a charge the provider made.
+
+    `anyio.CancelScope(shield=True)` stops anyio's and trio's cancellation, not asyncio's own
+    (`asyncio.wait_for`, `asyncio.timeout`, `Task.cancel`); under asyncio the work is therefore its own
+    task, waited for through `asyncio.shield` until it is done."""
+    with anyio.CancelScope(shield=True):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio): the shield is enough
+            await work
+            return
+        task = asyncio.ensure_future(work)
+        cancelled: asyncio.CancelledError | None = None
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError as error:
+                cancelled = error
+        task.result()  # the work's own error, if it failed
+        if cancelled is not None:
+            raise cancelled
+
+
 class AsyncGuardedStream:
     """`GuardedStream` for `openai.AsyncOpenAI`."""
 
@@ -144,14 +205,17 @@ class AsyncGuardedStream:
                 if self._tally.take(event.model_dump()):
                     yield event
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.close()
+            await self.close()
 
     async def close(self) -> None:
+        """Close the provider stream and settle (see `GuardedStream.close`), cancelled or not."""
         if not self._settled:
             self._settled = True
-            await self._stream.close()
-            await self._gate(self._settle, **self._call.of_stream(self._tally))
+            await _to_the_end(self._close())
+
+    async def _close(self) -> None:
+        await self._stream.close()
+        await self._gate(self._settle, **self._call.of_stream(self._tally))
 
     async def __aenter__(self) -> AsyncGuardedStream:
         return self
@@ -161,17 +225,21 @@ class AsyncGuardedStream:
 
 
 class _Guarded:
-    """`create` of one resource, guarded; every other attribute is the resource's own."""
+    """`create` of one resource, guarded; its ways past the gate refused; every other attribute is the
+    resource's own."""
 
-    def __init__(self, resource: Any, gate: Any, practice_id: str | None, kind: str) -> None:
-        self._resource, self._gate, self._practice_id, self._kind = resource, gate, practice_id, kind
+    def __init__(self, resource: Any, path: str, gate: Any, practice_id: str | None, kind: str) -> None:
+        self._resource, self._path, self._gate = resource, path, gate
+        self._practice_id, self._kind = practice_id, kind
 
     def __getattr__(self, name: str) -> Any:
+        if name in _UNGUARDED and hasattr(self._resource, name):
+            raise _refused(self._path, name, f"{self._path}.create")
         return getattr(self._resource, name)
 
     def create(self, **kwargs: Any) -> Any:
         call = _Call(self._practice_id, self._kind, kwargs)
-        self._gate.authorize(**call.authorization())
+        call.check_first(self._gate.authorize(**call.authorization()))
         try:
             answer = self._resource.create(**call.body)
         except BaseException as error:
@@ -194,39 +262,82 @@ class _AsyncGuarded(_Guarded):
 
     async def create(self, **kwargs: Any) -> Any:
         call = _Call(self._practice_id, self._kind, kwargs)
-        await self._ask("authorize", **call.authorization())
+        call.check_first(await self._ask("authorize", **call.authorization()))
         try:
             answer = await self._resource.create(**call.body)
         except BaseException as error:
-            with anyio.CancelScope(shield=True):
-                await self._ask("void", request_id=call.request_id, practice_id=call.practice_id)
-                await self._ask("settle", **call.of_failure(error))
+            await _to_the_end(self._failed(call, error))
             raise
         if call.streaming:
             return AsyncGuardedStream(self._ask, _served(self._gate), call, answer)
-        await self._ask(_served(self._gate), **call.of_answer(answer))
+        await _to_the_end(self._ask(_served(self._gate), **call.of_answer(answer)))
         return answer
+
+    async def _failed(self, call: _Call, error: BaseException) -> None:
+        await self._ask("void", request_id=call.request_id, practice_id=call.practice_id)
+        await self._ask("settle", **call.of_failure(error))
 
 
 class _Namespace:
-    def __init__(self, target: Any, **guarded: Any) -> None:
-        self._target, self._guarded = target, guarded
+    """A part of the client (`chat`, `beta`, …) with its guarded resources in place and its raw-response
+    views refused; every other attribute is the part's own."""
+
+    def __init__(self, target: Any, path: str, **guarded: Any) -> None:
+        self._target, self._path, self._guarded = target, path, guarded
 
     def __getattr__(self, name: str) -> Any:
         if name in self._guarded:
             return self._guarded[name]
+        if name in _RAW:
+            raise _refused(
+                self._path, name, "the guarded create of chat.completions, responses or embeddings"
+            )
         return getattr(self._target, name)
+
+
+class _GuardedClient(_Namespace):
+    """The guarded client; the clients `with_options` and `copy` make are guarded the same."""
+
+    def __init__(self, client: Any, gate: Any, practice_id: str | None, **guarded: Any) -> None:
+        super().__init__(client, "client", **guarded)
+        self._gate, self._practice_id = gate, practice_id
+
+    def with_options(self, **options: Any) -> Any:
+        return guard(self._target.with_options(**options), self._gate, practice_id=self._practice_id)
+
+    copy = with_options
 
 
 def guard(client: Any, gate: Any, *, practice_id: str | None = None) -> Any:
     """`client` (an `openai.OpenAI` or `openai.AsyncOpenAI`) with its chat, responses and embeddings
-    calls gated by `gate` (see module doc)."""
+    calls gated by `gate` (see module doc). A synchronous client with an async gate is a `TypeError`:
+    nothing would await the gate, and every call would pass unchecked."""
     import openai  # only needed here: the guard is for users of the openai package
 
-    wrap = _AsyncGuarded if isinstance(client, openai.AsyncOpenAI) else _Guarded
-    return _Namespace(
-        client,
-        chat=_Namespace(client.chat, completions=wrap(client.chat.completions, gate, practice_id, "chat")),
-        responses=wrap(client.responses, gate, practice_id, "responses"),
-        embeddings=wrap(client.embeddings, gate, practice_id, "embed"),
-    )
+    asynchronous = isinstance(client, openai.AsyncOpenAI)
+    if not asynchronous and inspect.iscoroutinefunction(getattr(gate, "authorize", None)):
+        raise TypeError(
+            f"{type(gate).__name__} is an async gate: it cannot guard the synchronous "
+            f"{type(client).__name__}; use a synchronous gate (Budget, BudgetClient) or openai.AsyncOpenAI"
+        )
+    wrapper = _AsyncGuarded if asynchronous else _Guarded
+
+    def wrap(resource: Any, path: str, kind: str) -> _Guarded:
+        return wrapper(resource, f"client.{path}", gate, practice_id, kind)
+
+    def chat(part: Any, path: str) -> _Namespace:
+        return _Namespace(
+            part, f"client.{path}", completions=wrap(part.completions, f"{path}.completions", "chat")
+        )
+
+    beta = client.beta
+    return _GuardedClient(
+        client, gate, practice_id,
+        chat=chat(client.chat, "chat"),
+        responses=wrap(client.responses, "responses", "responses"),
+        embeddings=wrap(client.embeddings, "embeddings", "embed"),
+        beta=_Namespace(
+            beta, "client.beta", chat=chat(beta.chat, "beta.chat"),
+            responses=wrap(beta.responses, "beta.responses", "responses"),
+        ),
+    )  # fmt: skip

@@ -27,7 +27,9 @@ from tests.api.test_gate import authorize, open_practice
 
 @pytest.fixture
 def budget(tmp_path: Path) -> Iterator[Budget]:
-    opened = Budget.open(f"sqlite:///{tmp_path / 'aibudget.sqlite3'}", settings=Settings.load(data_dir=tmp_path))
+    opened = Budget.open(
+        f"sqlite:///{tmp_path / 'aibudget.sqlite3'}", settings=Settings.load(data_dir=tmp_path)
+    )
     with opened:
         yield opened
 
