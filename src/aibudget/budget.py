@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 TOPUP_REASONS = frozenset({"included_exhausted_no_credit", "insufficient_for_estimate"})
 
 
-def _log_failure(future: Future[TopupAttempt]) -> None:
+def _log_failure(future: Future[None]) -> None:
     error = future.exception()
     if error is not None:  # the attempt stays pending; the sweeper charges it again
         log.error("charging an automatic top-up failed; retried by the sweeper", exc_info=error)
@@ -106,6 +106,9 @@ class Budget:
         self._gateway = StripeGateway.from_settings(settings)
         # automatic top-ups triggered by a settle are charged here, so the settle never waits for Stripe
         self._charges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aibudget-topup")
+        # top-ups this process is charging, queued or under way: never two charges of one at a time
+        self._charging: set[str] = set()
+        self._charging_lock = threading.Lock()
         self._sender: Sender | None = None  # made on first delivery: no HTTP client unless needed
         self._sender_lock = threading.Lock()
         # calls admitted without a hold (fail-open), until written
@@ -454,9 +457,6 @@ class Budget:
             if event.replayed or after is None:
                 return event
             now = self.clock()
-            alerts.after_settle(
-                connection, after, event.allocations, thresholds=self.settings.notify_thresholds, now=now
-            )
             if (
                 self._gateway is not None
                 and after.auto_topup.enabled
@@ -465,11 +465,16 @@ class Budget:
                 claimed = autotopup.claim(
                     connection, after, trigger="settle", offer_for=self._topup_offer, now=now
                 )
+            pending = after.auto_topup.enabled and autotopup.in_flight(connection, after.practice_id)
+            alerts.after_settle(
+                connection, after, event.allocations, thresholds=self.settings.notify_thresholds,
+                topup_pending=pending, now=now,
+            )  # fmt: skip
             return event
 
         event = self._write(work)
         if claimed is not None:  # charged in the background: the settle's answer does not wait for Stripe
-            self._charges.submit(self._charge, claimed).add_done_callback(_log_failure)
+            self._charge_in_background(claimed)
         return event
 
     def settle_or_keep(
@@ -616,9 +621,12 @@ class Budget:
 
         Also records calls admitted without a hold that are still in this data directory's journal
         files — a process that died during an outage left them — whether fail-open is still on or
-        not, and posts the settles kept while the database was unavailable (`post_kept_settles`):
-        last, so one the database fails on for a reason of its own holds up no other work. (A kept
-        settle whose hold ran out meanwhile is charged all the same: a settle needs no hold.)
+        not; hands the top-ups Stripe never answered to the background charger
+        (`charge_unconfirmed_topups`: a sweep never waits for Stripe, so a slow Stripe delays no
+        hold's expiry); and posts the settles kept while the database was unavailable
+        (`post_kept_settles`): last, so one the database fails on for a reason of its own holds up
+        no other work. (A kept settle whose hold ran out meanwhile is charged all the same: a settle
+        needs no hold.)
         """
         now = self.clock()
 
@@ -711,8 +719,47 @@ class Budget:
     def _topup_offer(self, credit_micros: int, locale: str) -> Offer:
         return packages.topup_offer(self.settings.credit_packages, credit_micros, locale=locale)
 
-    def _charge(self, attempt: TopupAttempt) -> TopupAttempt:
-        """Charge a claimed top-up (no transaction open meanwhile) and book the answer."""
+    def _start_charging(self, attempt_id: str) -> bool:
+        """Take the charging of `attempt_id` for the caller; False when this process has it already."""
+        with self._charging_lock:
+            if attempt_id in self._charging:
+                return False
+            self._charging.add(attempt_id)
+            return True
+
+    def _stop_charging(self, attempt_id: str) -> None:
+        with self._charging_lock:
+            self._charging.discard(attempt_id)
+
+    def _charge(self, attempt: TopupAttempt) -> None:
+        """Charge a claimed top-up on this thread, unless this process is charging it already."""
+        if self._start_charging(attempt.attempt_id):
+            self._charge_taken(attempt)
+
+    def _charge_in_background(self, attempt: TopupAttempt) -> bool:
+        """Hand a top-up's charge to the `_charges` pool, unless this process is charging it already;
+        whether it was handed over."""
+        if not self._start_charging(attempt.attempt_id):
+            return False
+        try:
+            future = self._charges.submit(self._charge_taken, attempt)
+        except BaseException:  # the pool is shut down: the sweeper of the next process charges it
+            self._stop_charging(attempt.attempt_id)
+            raise
+        future.add_done_callback(_log_failure)
+        return True
+
+    def _charge_taken(self, attempt: TopupAttempt) -> None:
+        """Charge a top-up whose charging `_start_charging` gave the caller (no transaction open
+        meanwhile) and book the answer; one decided meanwhile (by a webhook) is not charged again."""
+        try:
+            now = self._read(lambda connection: autotopup.get_attempt(connection, attempt.attempt_id))
+            if now.status == "pending":
+                self._charge_pending(attempt)
+        finally:
+            self._stop_charging(attempt.attempt_id)
+
+    def _charge_pending(self, attempt: TopupAttempt) -> None:
         gateway = payments.require(self._gateway)
 
         def customer(connection: Connection) -> str | None:
@@ -736,16 +783,18 @@ class Budget:
                     now=self.clock(),
                 )
             )
-        return self._read(lambda connection: autotopup.get_attempt(connection, attempt.attempt_id))
 
     def charge_unconfirmed_topups(self) -> int:
         """Charge again, with the same idempotency key, top-ups whose charge never answered (the
-        sweeper runs this); returns how many were tried."""
+        sweeper runs this); returns how many were handed to the background charger.
+
+        The charges run on the pool that charges a settle's top-ups, so the caller never waits for
+        Stripe (`close` does). A top-up this process is charging already — its first charge still
+        waiting for Stripe, or handed over by an earlier pass — is left to that charge.
+        """
         older_than = self.clock() - autotopup.RECHARGE_AFTER
         due = self._read(lambda connection: autotopup.unconfirmed(connection, older_than=older_than))
-        for attempt in due:
-            self._charge(attempt)
-        return len(due)
+        return sum(self._charge_in_background(attempt) for attempt in due)
 
     def resume_auto_topup(self, practice_id: str) -> TopupSettings:
         """Lift a pause of automatic top-up (after a declined card or a needed authentication)."""

@@ -116,9 +116,10 @@ def new_id(prefix: str) -> str:
 
 
 def post_webhook(server: Server, body: bytes, signature: str | None) -> httpx.Response:
-    headers = {"Content-Type": "application/json"}
+    """POST `body` with `signature` (sent as UTF-8, so a test can send what no ASCII header holds)."""
+    headers: dict[str, str | bytes] = {"Content-Type": "application/json"}
     if signature is not None:
-        headers["Stripe-Signature"] = signature
+        headers["Stripe-Signature"] = signature.encode()
     return httpx.post(f"{server.url}/v1/webhooks/stripe", content=body, headers=headers, timeout=10)
 
 

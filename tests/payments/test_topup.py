@@ -17,7 +17,7 @@ import pytest
 from aibudget import Budget, BudgetExceeded
 from aibudget.credit import autotopup
 from tests.conftest import FakeClock, wait_until
-from tests.fake_stripe import FakeStripe, event, payment_intent_object
+from tests.fake_stripe import DAY, FakeStripe, event, payment_intent_object
 from tests.payments.conftest import (
     CUSTOMER,
     PERIOD_END,
@@ -296,10 +296,9 @@ def test_a_charge_stripe_never_answered_is_sent_again_with_the_same_key(
     paying.sweep()
     assert fake_stripe.payment_intents == {}  # too young to be charged again
     clock.advance(seconds=31)
-    paying.sweep()
+    paying.sweep()  # hands the charge to the background charger
 
-    [attempt] = paying.topup_attempts(PRACTICE)
-    assert attempt.status == "succeeded"
+    [attempt] = wait_until(lambda: [a for a in paying.topup_attempts(PRACTICE) if a.status == "succeeded"])
     assert len(topup_grants(paying)) == 1
     keys = {
         request.idempotency_key for request in fake_stripe.requests if request.path == "/v1/payment_intents"
@@ -323,6 +322,123 @@ def test_a_charge_stripe_does_not_answer_in_time_leaves_the_call_refused_not_wai
         assert refused.value.payload["reason"] == "auto_topup_pending"
         [attempt] = paying.topup_attempts(PRACTICE)
         assert attempt.status == "pending"  # charged again later, with the same idempotency key
+
+
+def test_a_slow_stripe_never_delays_the_release_of_expired_holds(
+    database_url: str, tmp_path: Path, clock: FakeClock, fake_stripe: FakeStripe
+) -> None:
+    """G4 whatever Stripe does: the sweep hands a charge Stripe never answered to the background
+    charger and goes on; while that charge waits, later sweeps do not send it a second time."""
+    with open_paying(database_url, tmp_path, clock, fake_stripe, stripe_timeout_seconds=5,
+                     hold_ttl_seconds=60) as paying:  # fmt: skip
+        exhaust_without_topup(paying, "start")
+        fake_stripe.fail_next(10, status=500)
+        with pytest.raises(BudgetExceeded):
+            paying.authorize(request_id="during-outage", practice_id=PRACTICE, operation="letter",
+                             model="gpt-4o", input_tokens=1000)  # fmt: skip
+        fake_stripe.fail_next(0)
+        [attempt] = paying.topup_attempts(PRACTICE)
+        paying.put_practice("praxis-zwei")
+        paying.put_subscription("sub_zwei", practice_id="praxis-zwei", plan="basic", status="active",
+                                current_period_start=PERIOD_START, current_period_end=PERIOD_END)  # fmt: skip
+        paying.authorize(request_id="walked-away", practice_id="praxis-zwei", operation="letter",
+                         model="gpt-4o", input_tokens=1000)  # fmt: skip
+        clock.advance(seconds=61)  # the hold's TTL has passed, and the charge is due again
+
+        with fake_stripe.hold_payment_intents():  # Stripe takes the charge and does not answer
+            started = time.monotonic()
+            assert paying.sweep() == 1
+            assert time.monotonic() - started < 2  # not 3 tries of 5 s
+            assert paying.snapshot("praxis-zwei").held_micros == 0
+            fake_stripe.wait_for(lambda: fake_stripe.held == 1)
+            clock.advance(seconds=30)
+            paying.sweep()
+            paying.sweep()
+            time.sleep(0.3)  # time enough for a second charge to ask Stripe for the customer
+            customer_reads = [r for r in fake_stripe.requests if r.path == f"/v1/customers/{CUSTOMER}"]
+            assert len(customer_reads) == 3 + 1  # the outage's three tries, then one charge only
+            assert fake_stripe.held == 1
+
+        [succeeded] = wait_until(
+            lambda: [a for a in paying.topup_attempts(PRACTICE) if a.status == "succeeded"]
+        )
+        assert succeeded.attempt_id == attempt.attempt_id
+        assert len(topup_grants(paying)) == 1
+        keys = {r.idempotency_key for r in fake_stripe.requests if r.path == "/v1/payment_intents"}
+        assert keys == {f"aibudget-topup-{attempt.attempt_id}"}
+        assert paying.verify() == []
+
+
+def test_no_exhaustion_notice_while_a_top_up_is_on_its_way(paying: Budget, fake_stripe: FakeStripe) -> None:
+    """`budget.exhausted` tells the practice to buy credit: not while credit is being bought for it."""
+
+    def notified() -> list[str]:
+        return sorted(n.event_type for n in paying.notifications(practice_id=PRACTICE))
+
+    with fake_stripe.hold_payment_intents():
+        spend(paying, "under-the-threshold", 60)  # 0.40 left: a top-up is claimed, its charge waits
+        fake_stripe.wait_for(lambda: fake_stripe.held == 1)
+        spend(paying, "the-last-of-it", 40)  # the money runs out while the charge is under way
+    wait_until(lambda: topup_grants(paying))
+    spend(paying, "all-of-the-top-up", 2500)  # runs out again, and claims the second top-up
+
+    wait_until(lambda: len(topup_grants(paying)) == 2)
+    assert "budget.exhausted" not in notified()
+    spend(paying, "all-of-the-second", 2500)  # the monthly cap (two) is reached: no top-up now
+
+    assert notified() == [
+        "budget.exhausted", "budget.threshold_crossed", "budget.threshold_crossed", "topup.succeeded",
+        "topup.succeeded",
+    ]  # fmt: skip
+    assert len(fake_stripe.payment_intents) == 2
+    assert paying.verify() == []
+
+
+def test_a_refusal_while_a_charge_is_under_way_says_pending_even_if_paused_meanwhile(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    """The operator's pause stops the next charge, not the one Stripe is answering: its credit may
+    still arrive, so the practice is neither told that top-up is paused nor that the money is gone."""
+    with fake_stripe.hold_payment_intents():
+        spend(paying, "under-the-threshold", 60)  # a top-up is claimed, its charge waits
+        fake_stripe.wait_for(lambda: fake_stripe.held == 1)
+        spend(paying, "the-last-of-it", 40)
+        paying.pause_auto_topup(PRACTICE)
+        with pytest.raises(BudgetExceeded) as refused:
+            paying.authorize(request_id="meanwhile", practice_id=PRACTICE, operation="letter",
+                             model="gpt-4o", input_tokens=1000)  # fmt: skip
+        assert refused.value.payload["reason"] == "auto_topup_pending"
+    wait_until(lambda: topup_grants(paying))  # it succeeded: the credit is there, the pause stays
+    assert paying.auto_topup(PRACTICE).paused_reason == "paused_by_operator"
+    events = [n.event_type for n in paying.notifications(practice_id=PRACTICE)]
+    assert "budget.exhausted" not in events
+    assert "topup.succeeded" in events
+
+
+def test_a_call_settled_after_the_subscription_ended_claims_no_top_up(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    """The call was authorized before the cancellation: it is recorded, but buys nothing — there is
+    no card to charge, and a failed charge would pause top-up for when the practice subscribes again."""
+    paying.authorize(request_id="long-call", practice_id=PRACTICE, operation="letter", model="gpt-4o",
+                     input_tokens=1000)  # fmt: skip
+    paying.put_subscription("sub_muster", practice_id=PRACTICE, plan="basic", status="canceled",
+                            customer_id=CUSTOMER, current_period_start=PERIOD_START,
+                            current_period_end=PERIOD_END)  # fmt: skip
+
+    paying.settle(request_id="long-call", practice_id=PRACTICE, model="gpt-4o", input_tokens=80 * 4_000)
+
+    assert paying.topup_attempts(PRACTICE) == []
+    assert paying.auto_topup(PRACTICE).paused_reason is None
+    assert paying.notifications(practice_id=PRACTICE) == []
+    paying.put_subscription("sub_again", practice_id=PRACTICE, plan="basic", status="active",
+                            customer_id=CUSTOMER, current_period_start=PERIOD_START + DAY,
+                            current_period_end=PERIOD_END + DAY)  # fmt: skip
+    spend(paying, "after-subscribing-again", 60)  # 0.40 left of the new period: topped up
+    wait_until(lambda: topup_grants(paying))
+    assert [(a.trigger, a.status) for a in paying.topup_attempts(PRACTICE)] == [("settle", "succeeded")]
+    assert len(fake_stripe.payment_intents) == 1
+    assert paying.verify() == []
 
 
 def test_no_subscription_means_no_top_up(paying: Budget, fake_stripe: FakeStripe) -> None:

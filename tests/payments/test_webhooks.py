@@ -116,7 +116,8 @@ def test_while_the_secret_is_rolled_any_v1_may_match(server: Server, plan: str, 
 
 BAD_SIGNATURES = [
     "another secret", "only old secrets", "stale, 301 s old", "an hour old", "body changed after signing",
-    "no v1", "v0 only", "no timestamp", "timestamp changed", "not a header", "missing",
+    "no v1", "v0 only", "no timestamp", "timestamp changed", "not a header", "missing", "a non-ASCII v1",
+    "a non-ASCII v1 besides the good one",
 ]  # fmt: skip
 
 
@@ -137,6 +138,8 @@ def bad_signature(case: str, body: bytes) -> tuple[bytes, str | None]:
         "timestamp changed": (body, f"t={now - 10},{digests}"),
         "not a header": (body, "garbage"),
         "missing": (body, None),
+        "a non-ASCII v1": (body, f"{timestamp},v1=\u00e4"),  # sent as UTF-8 bytes
+        "a non-ASCII v1 besides the good one": (body, f"{good},v1=\u20ac"),
     }[case]
 
 
@@ -180,6 +183,14 @@ def test_a_signature_within_the_tolerance_is_accepted(server: Server, plan: str)
             id="created as text",
         ),
         pytest.param(b'{"id": "evt_x", "type": "invoice.paid", "created": 1}', "data.object", id="no data"),
+        pytest.param(  # Python reads no integer of over 4,300 digits
+            b'{"id": "evt_x", "type": "invoice.paid", "created": '
+            + b"9" * 5000
+            + b', "data": {"object": {}}}',
+            "body",
+            id="a 5000-digit number",
+        ),
+        pytest.param(b"[" * 30_000 + b"]" * 30_000, "body", id="nested too deep"),  # within the 64 KiB limit
     ],
 )
 def test_a_correctly_signed_body_that_is_not_an_event_is_400(server: Server, body: bytes, field: str) -> None:

@@ -2,14 +2,17 @@
 
 The life of an attempt:
 
-    claim ──> pending ──confirmed──> succeeded   grant upserted on the payment id, pause lifted
-                     └──declined───> failed      top-up paused with the card's reason, notified once
+    claim ──> pending ──confirmed──> succeeded   grant upserted on the payment id, payment pause lifted
+                     └──declined───> failed      top-up paused with the card's reason (an operator's
+                                                 pause stays), notified once
 
-- **Claim** (inside the caller's write transaction, under the practice's lock): only when top-up is
-  on, not paused, no attempt is in flight, availability is under the threshold (or an authorization
-  would be refused), and the month's caps — count and USD, pending attempts included — leave room for
-  one more package. The claim itself is one conditional update of `attempt_in_flight`, so two
-  processes can never both win it: at most one attempt per practice is ever in flight.
+- **Claim** (inside the caller's write transaction, under the practice's lock): only when a
+  subscription grants the practice access (a call settled after a cancellation claims nothing: there
+  is no card to charge and nothing to spend the credit on), top-up is on, not paused, no attempt is
+  in flight, availability is under the threshold (or an authorization would be refused), and the
+  month's caps — count and USD, pending attempts included — leave room for one more package. The
+  claim itself is one conditional update of `attempt_in_flight`, so two processes can never both
+  win it: at most one attempt per practice is ever in flight.
 - **Charge** (`payments.gateway`, no transaction open): idempotency key derived from the attempt id.
 - **Outcome**: the synchronous answer and the `payment_intent.*` webhooks both call `succeed` or
   `fail`, in whichever order they arrive, as often as they arrive: the grant is unique on the payment
@@ -30,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, literal, select, update
 
 from aibudget.accounts.service import get_practice
 from aibudget.credit import service as credit
@@ -129,13 +132,18 @@ def refusal_reason(connection: Connection, snapshot: Snapshot, now: datetime) ->
     settings = read_settings(connection, snapshot.practice_id)
     if not settings.enabled:
         return None
+    if settings.attempt_in_flight is not None:  # credit is on its way (even if paused meanwhile)
+        return PENDING
     if settings.paused_reason is not None:
         return PAUSED
-    if settings.attempt_in_flight is not None:  # credit is on its way: asking again soon will do
-        return PENDING
     if not _within_caps(connection, settings, snapshot, now):
         return MONTHLY_LIMIT
     return None
+
+
+def in_flight(connection: Connection, practice_id: str) -> bool:
+    """Whether a top-up of the practice is claimed and not yet decided: credit may be on its way."""
+    return read_settings(connection, practice_id).attempt_in_flight is not None
 
 
 def threshold_micros(settings: TopupSettings, snapshot: Snapshot) -> int:
@@ -158,6 +166,8 @@ def claim(
     `trigger` is `settle` (availability fell under the threshold) or `authorize` (a call would be
     refused). `offer_for(credit_micros, locale)` prices the package.
     """
+    if snapshot.subscription_id is None:  # AI features are off: nothing to top up for, no card to charge
+        return None
     settings = read_settings(connection, snapshot.practice_id)
     if not settings.enabled or settings.paused_reason is not None or settings.attempt_in_flight is not None:
         return None
@@ -215,6 +225,17 @@ def _release_flight(connection: Connection, attempt: TopupAttempt, values: dict[
         )
         .values(attempt_in_flight=None, **values)
     )
+
+
+def _pause_values(reason: str, now: datetime) -> dict[str, Any]:
+    """Pause with `reason` — unless the operator paused meanwhile: that pause stays as it is, as only
+    an explicit resume may end it, and a payment pause would end with the next purchase."""
+    reason_column, at_column = settings_table.c.paused_reason, settings_table.c.paused_at
+    kept = reason_column == OPERATOR_PAUSE
+    return {
+        "paused_reason": case((kept, reason_column), else_=literal(reason, reason_column.type)),
+        "paused_at": case((kept, at_column), else_=literal(now, at_column.type)),
+    }
 
 
 def _outcome_texts(connection: Connection, attempt: TopupAttempt, failure_code: str | None) -> dict[str, str]:
@@ -301,7 +322,7 @@ def fail(
         )
     )
     if closed.rowcount == 1:
-        _release_flight(connection, attempt, {"paused_reason": failure_code[:64], "paused_at": now})
+        _release_flight(connection, attempt, _pause_values(failure_code[:64], now))
         outbox.enqueue(
             connection,
             practice_id=attempt.practice_id,

@@ -7,8 +7,9 @@ top-ups and how many USD per calendar month in the practice's timezone).
 
 Charging lives in `credit.autotopup`. It sets `paused_reason` when a charge is declined or needs
 the customer, and the operator may pause too (`pause`); saving the settings never clears it, because
-resuming after a pause must be an explicit act (or a successful purchase), not a side effect of
-editing a threshold.
+resuming after a pause must be an explicit act (or, for a payment pause, a successful purchase), not
+a side effect of editing a threshold. The operator's pause (`paused_by_operator`) wins over a payment
+pause and ends only with an explicit resume.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import ColumnElement, Connection, Row, or_, select, update
 
 from aibudget.accounts.service import get_practice
 from aibudget.errors import InvalidInput
@@ -150,14 +151,19 @@ def _settings(row: Row[Any]) -> TopupSettings:
 
 def pause(connection: Connection, practice_id: str, *, now: datetime) -> TopupSettings:
     """The operator pauses the practice's automatic top-up: nothing more is claimed until
-    `credit.autotopup.resume` (a charge already in flight still gets its answer). A pause in place
-    keeps its reason (a declined card says more); a practice that never configured automatic
-    top-up has none to pause and gets its settings (off) back unchanged."""
+    `credit.autotopup.resume` (a charge already in flight still gets its answer, and a decline then
+    keeps this pause). The operator's pause replaces a payment pause in place (`card_declined`, …):
+    a successful purchase ends a payment pause, and must not end the operator's with it; the card's
+    code stays on its failed attempt. Pausing again keeps the first pause's time; a practice that
+    never configured automatic top-up has none to pause and gets its settings (off) back unchanged."""
     get_practice(connection, practice_id)
     lock_practices(connection, [practice_id])  # after any claim under way, as `autotopup.resume` does
+    not_yet: ColumnElement[bool] = or_(
+        settings_table.c.paused_reason.is_(None), settings_table.c.paused_reason != OPERATOR_PAUSE
+    )
     connection.execute(
         update(settings_table)
-        .where(settings_table.c.practice_id == practice_id, settings_table.c.paused_reason.is_(None))
+        .where(settings_table.c.practice_id == practice_id, not_yet)
         .values(paused_reason=OPERATOR_PAUSE, paused_at=now)
     )
     return read_settings(connection, practice_id)

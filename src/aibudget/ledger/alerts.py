@@ -6,7 +6,8 @@ constraint:
 
 - a threshold (default 80 % and 100 % of the period's included budget consumed) once per period;
 - exhaustion — included budget and every credit used up, holds aside — once per period and per
-  credit grant count, so a practice that buys credit and runs dry again is told again.
+  credit grant count, so a practice that buys credit and runs dry again is told again; never while
+  an automatic top-up is claimed or being charged (the credit is on its way).
 
 Besides the figures, each carries `locale`, `title` and `message_user`: what to tell the practice's
 staff, in the practice's language, with the renewal date in its timezone. Exhaustion is worded as
@@ -80,9 +81,13 @@ def after_settle(
     allocations: Sequence[Allocation],
     *,
     thresholds: Sequence[int],
+    topup_pending: bool = False,
     now: datetime,
 ) -> None:
-    """Notify the thresholds this settlement crossed, and exhaustion if it used the last money."""
+    """Notify the thresholds this settlement crossed, and exhaustion if it used the last money —
+    unless `topup_pending`: an automatic top-up is claimed or being charged, and telling the
+    practice to buy credit that is about to arrive would be wrong (a declined charge says so itself,
+    with `topup.failed`)."""
     included = snapshot.included_micros
     if snapshot.subscription_id is None:
         return
@@ -102,6 +107,8 @@ def after_settle(
                     dedupe_key=f"budget.threshold_crossed:{_period_key(snapshot)}:{percent}",
                     now=now,
                 )
+    if topup_pending:
+        return
     if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros <= 0:
         exhausted(connection, snapshot, reason="included_exhausted_no_credit", now=now)
 

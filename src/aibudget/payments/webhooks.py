@@ -2,8 +2,9 @@
 
 - **Signature**: checked on the raw body by the `stripe` package (HMAC-SHA256 of `t.body`, any `v1`
   of the header may match — Stripe signs with old and new secret while one is rolled — and a
-  timestamp at most 300 s old). A bad, missing or stale signature, or a body that is not a Stripe
-  event, is `InvalidWebhook` (400) and nothing is written.
+  timestamp at most 300 s old). A bad, missing, non-ASCII or stale signature, or a body that is not
+  a Stripe event (or JSON Python will not read: an integer of over 4,300 digits, nesting too deep),
+  is `InvalidWebhook` (400) and nothing is written.
 - **Once**: the event id is recorded in `webhook_events` in the same transaction as the event's
   effect; a redelivery finds it and changes nothing. An event whose effect fails (an unknown
   practice, say) is not recorded, so Stripe's retry can apply it once the cause is fixed.
@@ -49,6 +50,8 @@ def verify(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]
     """The event in `payload` if its signature is valid and fresh; `InvalidWebhook` otherwise."""
     if not signature:
         raise InvalidWebhook("the Stripe-Signature header is missing", field="Stripe-Signature")
+    if not signature.isascii():  # Stripe's never is; the package's comparison would raise TypeError
+        raise InvalidWebhook("the Stripe-Signature header is not ASCII", field="Stripe-Signature")
     try:
         stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
     except UnicodeDecodeError:  # the package decodes the body before it compares signatures
@@ -59,7 +62,7 @@ def verify(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]
         ) from None
     try:
         event = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not JSON, an integer over 4,300 digits, nesting too deep
         raise InvalidWebhook("the body is not JSON", field="body") from None
     if not isinstance(event, dict):
         raise InvalidWebhook("the body is not a Stripe event object", field="body")
