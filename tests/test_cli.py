@@ -75,6 +75,42 @@ def test_sweep_reports_released_holds(aibudget: Aibudget) -> None:
     assert "0 expired hold(s) released" in done.stdout
 
 
+def test_a_database_that_cannot_be_opened_exits_2_naming_it(aibudget: Aibudget, workdir: Path) -> None:
+    (workdir / "a-file").write_text("not a folder")
+    (workdir / "garbage.sqlite3").write_text("not a database")
+    assert aibudget("db", "upgrade").code == 0
+    with sqlite3.connect(workdir / "var" / "aibudget.sqlite3") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    absent = "there is no database"  # what verify says first where there is no database file
+    cases = {  # URL: what opening it says, what verify says
+        f"sqlite:///{workdir / 'a-file' / 'aibudget.sqlite3'}": ("cannot be made", absent),
+        f"sqlite:///{workdir}": ("unavailable", absent),  # a folder
+        f"sqlite:///{workdir / 'garbage.sqlite3'}": ("file is not a database",) * 2,
+        f"sqlite:///{workdir / 'var' / 'aibudget.sqlite3'}": ("newer version",) * 2,
+        "postgresql+psycopg://aibudget:secret@127.0.0.1:1/aibudget": ("Connection refused",) * 2,
+    }
+    for url, (opening, verifying) in cases.items():
+        for command, words in ((["keys", "list"], opening), (["db", "upgrade"], opening),
+                               (["verify"], verifying)):  # fmt: skip
+            done = aibudget(*command, AIBUDGET_DATABASE_URL=url)
+            assert (done.code, done.stdout) == (2, ""), (command, url, done.stderr)
+            assert "AIBUDGET_DATABASE_URL" in done.stderr, done.stderr
+            assert words in done.stderr, done.stderr
+            assert "secret" not in done.stderr
+            assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_verify_of_a_database_that_is_not_there_exits_2_and_makes_none(
+    aibudget: Aibudget, workdir: Path
+) -> None:
+    mistyped = workdir / "typo" / "aibudget.sqlite3"
+    done = aibudget("verify", AIBUDGET_DATABASE_URL=f"sqlite:///{mistyped}")
+    assert (done.code, done.stdout) == (2, "")
+    assert "no database" in done.stderr
+    assert str(mistyped) in done.stderr
+    assert not mistyped.parent.exists()
+
+
 def test_every_command_has_help_with_an_example(aibudget: Aibudget) -> None:
     for command in (["price"], ["audio-duration"], ["db", "upgrade"], ["demo"], ["verify"], ["sweep"]):
         done = aibudget(*command, "--help")

@@ -88,6 +88,9 @@ def verify(ctx: typer.Context) -> None:
     """Recompute every balance from the ledger; exit 1 with the differences if the books do not balance."""
     from aibudget.budget import Budget
 
+    missing = _missing_sqlite_file(settings(ctx).resolved_database_url)
+    if missing is not None:  # opening would make an empty database, whose books balance
+        fail(f"AIBUDGET_DATABASE_URL: there is no database at {missing!r}: nothing to verify")
     with Budget.open(settings=settings(ctx)) as budget:
         problems = budget.verify()
     if problems:
@@ -96,6 +99,21 @@ def verify(ctx: typer.Context) -> None:
             typer.echo(f"  {problem}", err=True)
         raise typer.Exit(1)
     typer.echo("the books balance: every cached balance matches the ledger")
+
+
+def _missing_sqlite_file(database_url: str) -> str | None:
+    """The path of the SQLite file `database_url` names, if there is no such file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:  # not a URL: opening it says so
+        return None
+    path = url.database or ""
+    if url.get_backend_name() != "sqlite" or "uri" in url.query or Path(path).is_file():
+        return None
+    return path
 
 
 @app.command(epilog="Example: aibudget sweep")

@@ -6,15 +6,17 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine
+from alembic.util.exc import CommandError
+from sqlalchemy import URL, Engine, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from aibudget.errors import ConfigError
+from aibudget.errors import AibudgetError, ConfigError, DatabaseUnavailable
 from aibudget.store.dialect import (
     BACKSTOP_CHECKPOINT_PAGES,
     DEFAULT_CHECKPOINT_PAGES,
     install_sqlite_transactions,
+    is_unavailable,
     lock_migrations,
     write_transaction,
 )
@@ -69,7 +71,13 @@ def open_engine(
             raise ConfigError(
                 "AIBUDGET_DATABASE_URL: SQLite needs a file path, e.g. sqlite:///var/aibudget.sqlite3"
             )
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file where a folder should be, no permission, a full disk
+            raise ConfigError(
+                f"AIBUDGET_DATABASE_URL: the folder of {database!r} cannot be made ({error.strerror}); "
+                "by default it is AIBUDGET_DATA_DIR"
+            ) from None
         engine = create_engine(
             parsed, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
         )
@@ -89,8 +97,24 @@ def open_engine(
     else:
         raise ConfigError(f"AIBUDGET_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}")
     if migrate:
-        upgrade(engine)
+        try:
+            upgrade(engine)
+        except (DBAPIError, CommandError) as error:
+            engine.dispose()
+            raise _not_opened(parsed, error) from error
     return engine
+
+
+def _not_opened(url: URL, error: DBAPIError | CommandError) -> AibudgetError:
+    """Why the database at `url` could not be opened, for whoever set AIBUDGET_DATABASE_URL."""
+    where = f"AIBUDGET_DATABASE_URL={url.render_as_string(hide_password=True)}"
+    if isinstance(error, CommandError):  # a revision this version does not have
+        return ConfigError(f"{where}: the database's schema is not one this aibudget knows ({error}); "
+                           "is it from a newer version?")  # fmt: skip
+    reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
+    if is_unavailable(error):
+        return DatabaseUnavailable(f"{where}: the database is unavailable ({reason})")
+    return ConfigError(f"{where}: the database cannot be opened ({reason})")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
