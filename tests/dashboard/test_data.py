@@ -266,6 +266,24 @@ def test_the_burn_down_stops_at_the_periods_last_day_and_counts_only_its_events(
     assert burn.days[-1].included_left_micros == 900_000
 
 
+def test_days_pruned_from_the_ledger_still_count_as_used(budget: Budget, clock: FakeClock) -> None:
+    """Regression: after `prune_usage` inside the period, the burn-down showed the pruned days'
+    included budget as still left."""
+    clock.now = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+    open_practice(budget, included_usd="1")
+    transcribe(budget, "early", usd="0.90")
+    clock.now = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    transcribe(budget, "late", usd="0.05")
+    budget.prune_usage(date(2026, 11, 10))
+
+    burn = budget.burn_down("p1")
+
+    assert [(day.day.day, day.spent_micros) for day in burn.days if day.spent_micros] == [(20, 50_000)]
+    assert burn.days[0].included_left_micros == 100_000
+    assert burn.days[-1].included_left_micros == budget.snapshot("p1").included_remaining_micros == 50_000
+    assert budget.verify() == []
+
+
 def test_without_a_subscription_there_is_no_period_and_no_day(budget: Budget) -> None:
     create_practice(budget, "p1")
     budget.grant_credit("p1", amount_usd="3", source="manual", reference="gift-1")

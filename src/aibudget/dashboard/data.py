@@ -218,7 +218,11 @@ def burn_down(connection: Connection, snapshot: Snapshot, *, now: datetime) -> B
         period_start=snapshot.period_start,
         timezone=snapshot.timezone,
     )
-    days, included_used, day = [], 0, first
+    # included budget the days shown do not account for: events pruned from the ledger (the period's
+    # row keeps their sums), so the last day's `included_left_micros` is the snapshot's
+    shown = sum(paid.get("included", 0) for paid in spent.values())
+    carried = max(0, snapshot.included_micros - snapshot.included_remaining_micros - shown)
+    days, included_used, day = [], carried, first
     while day <= min(last, now.astimezone(zone).date()):
         paid = spent.get(day, {})
         included, credit, overage = paid.get("included", 0), paid.get("credit", 0), paid.get("overage", 0)
