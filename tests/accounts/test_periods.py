@@ -142,3 +142,81 @@ def test_the_most_recently_updated_granting_subscription_counts(budget: Budget) 
     period = budget.current_period("p1")
     assert period is not None
     assert period.subscription_id == "sub_new"
+
+
+def test_a_new_timezone_moves_the_running_month_with_its_usage(budget: Budget, clock: FakeClock) -> None:
+    """Regression: a practice that changed its timezone got a second month's budget at once, as the
+    new zone's November began at another instant and found no period."""
+    create_practice(budget, timezone="Europe/Zurich")
+    create_subscription(budget)  # calendar months
+    clock.now = datetime(2026, 11, 15, 9, 30, tzinfo=UTC)
+    november = budget.current_period("p1")
+    assert november is not None
+    spend_included(budget, november.period_id, november.included_micros)
+
+    budget.put_practice("p1", timezone="Europe/London")
+    moved = budget.current_period("p1")
+
+    assert moved is not None
+    assert moved.period_id == november.period_id
+    assert (moved.start, moved.end) == (
+        _ts(2026, 11, 1, tz="Europe/London"),
+        _ts(2026, 12, 1, tz="Europe/London"),
+    )
+    assert moved.included_used_micros == november.included_micros
+    assert budget.snapshot("p1").available_micros == 0
+
+
+def test_a_zone_still_in_last_month_finds_last_month_with_its_usage(budget: Budget, clock: FakeClock) -> None:
+    create_practice(budget, timezone="Pacific/Kiritimati")  # UTC+14
+    create_subscription(budget)
+    clock.now = datetime(2026, 11, 15, tzinfo=UTC)
+    november = budget.current_period("p1")
+    assert november is not None
+    spend_included(budget, november.period_id, november.included_micros)
+    clock.now = datetime(2026, 11, 30, 13, 0, tzinfo=UTC)  # 1 December, 03:00 in Kiritimati
+    december = budget.current_period("p1")
+    assert december is not None
+    spend_included(budget, december.period_id, 1_000)
+
+    budget.put_practice("p1", timezone="Pacific/Niue")  # UTC-11: 30 November, 02:00
+    still_november = budget.current_period("p1")
+    clock.now = datetime(2026, 12, 5, tzinfo=UTC)
+    then_december = budget.current_period("p1")
+
+    assert still_november is not None
+    assert then_december is not None
+    assert (still_november.period_id, still_november.included_used_micros) == (
+        november.period_id,
+        november.included_micros,
+    )
+    assert still_november.end == then_december.start == _ts(2026, 12, 1, tz="Pacific/Niue")
+    assert (then_december.period_id, then_december.included_used_micros) == (december.period_id, 1_000)
+
+
+def test_a_zone_already_in_next_month_finds_it_again_after_changing_back(
+    budget: Budget, clock: FakeClock
+) -> None:
+    create_practice(budget, timezone="Europe/Zurich")
+    create_subscription(budget)
+    clock.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # 13:00 in Zurich, 1 December 01:00 in Auckland
+    november = budget.current_period("p1")
+    assert november is not None
+    budget.put_practice("p1", timezone="Pacific/Auckland")
+    december = budget.current_period("p1")
+    assert december is not None
+    spend_included(budget, december.period_id, 1_000)
+    budget.put_practice("p1", timezone="Europe/Zurich")
+    back = budget.current_period("p1")
+    budget.put_practice("p1", timezone="Pacific/Auckland")
+    again = budget.current_period("p1")
+
+    assert back is not None
+    assert again is not None
+    assert december.period_id != november.period_id
+    assert back.period_id == november.period_id
+    assert (again.period_id, again.included_used_micros) == (december.period_id, 1_000)
+    assert (again.start, again.end) == (
+        _ts(2026, 12, 1, tz="Pacific/Auckland"),
+        _ts(2027, 1, 1, tz="Pacific/Auckland"),
+    )

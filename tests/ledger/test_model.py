@@ -786,7 +786,32 @@ class Books(RuleBasedStateMachine):
         pid = self.pid(index)
         self.budget.put_practice(pid, policy=policy, timezone=timezone)
         practice = self.practices[pid]
+        if timezone is not None and timezone != practice.timezone:
+            label("practice: timezone changed")
+            self.move_calendar_months(pid, practice.timezone, timezone)
         practice.policy, practice.timezone = policy or practice.policy, timezone or practice.timezone
+
+    def move_calendar_months(self, pid: str, old: str, new: str) -> None:
+        """A new timezone moves the bounds of the running calendar month and the ones either side,
+        their usage kept: the new zone's reading of the date finds them (never a month billed twice)."""
+        running, after = month_bounds(self.now, old)
+        before = month_bounds(datetime.fromtimestamp(running - 1, UTC), old)[0]
+        for start in (before, running, after):
+            middle = datetime.fromtimestamp(start, ZoneInfo(old)).replace(day=15, hour=12)
+            new_start, new_end = month_bounds(middle, new)
+            for sid, sub in self.subscriptions.items():
+                old_key, new_key = (pid, sid, start), (pid, sid, new_start)
+                if sub.start is not None or old_key not in self.periods or new_key in self.periods:
+                    continue
+                period = self.periods.pop(old_key)
+                period.key, period.end, self.periods[new_key] = new_key, new_end, period
+                if old_key in self.period_ids:
+                    self.period_ids[new_key] = self.period_ids.pop(old_key)
+                keys = self.practices[pid].periods
+                keys[keys.index(old_key)] = new_key
+                for auth in self.auths.values():
+                    if auth.period == old_key:
+                        auth.period = new_key
 
     # after every step
 

@@ -7,7 +7,8 @@ A period is identified by `(subscription_id, period_start)`, never by its end:
 - a new period begins only when `current_period_start` moves;
 - a subscription without period fields gets whole calendar months in the practice's timezone.
   They are fixed by the calendar, never "the last 30 days from now", so they do not move with the
-  clock.
+  clock. When the practice's timezone changes, its months keep their usage and take the new zone's
+  bounds (`same_month_in`): a month is never billed twice.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def calendar_month(at: datetime, timezone: str) -> tuple[int, int]:
     # ZoneInfo computes the offset of each wall time itself, so a month that starts in summer time
     # and ends in winter time gets its true local midnight at both ends.
     return int(start.timestamp()), int(following.timestamp())
+
+
+def same_month_in(start: int, timezone: str, other: str) -> tuple[int, int]:
+    """The bounds in `other` of the calendar month that begins at `start` in `timezone`."""
+    first = datetime.fromtimestamp(start, ZoneInfo(timezone))
+    return calendar_month(first.replace(day=15, hour=12), other)
 
 
 def period_for(

@@ -161,6 +161,35 @@ def cache_period(
     )
 
 
+def move_calendar_period(
+    connection: Connection, practice_id: str, start: int, bounds: tuple[int, int]
+) -> None:
+    """Give the practice's calendar-month periods that begin at `start` (of its subscriptions without
+    provider periods) the `bounds` of the same month in another timezone, where no period begins yet."""
+    calendar = select(subscriptions.c.subscription_id).where(subscriptions.c.current_period_start.is_(None))
+    other = periods.alias("other")
+    taken = (
+        select(other.c.period_id)
+        .where(
+            other.c.practice_id == practice_id,
+            other.c.subscription_id == periods.c.subscription_id,
+            other.c.period_start == bounds[0],
+            other.c.period_id != periods.c.period_id,
+        )
+        .exists()
+    )
+    connection.execute(
+        update(periods)
+        .where(
+            periods.c.practice_id == practice_id,
+            periods.c.period_start == start,
+            periods.c.subscription_id.in_(calendar),
+            ~taken,
+        )
+        .values(period_start=bounds[0], period_end=bounds[1])
+    )
+
+
 def forget_period(connection: Connection, practice_id: str) -> None:
     """Make the next call resolve the practice's current period afresh."""
     connection.execute(

@@ -22,7 +22,7 @@ from babel import Locale, UnknownLocaleError
 from sqlalchemy import Connection, Row
 
 from aibudget.accounts import repository
-from aibudget.accounts.periods import period_for
+from aibudget.accounts.periods import calendar_month, period_for, same_month_in
 from aibudget.errors import Conflict, DeviceNotInPractice, Forbidden, InvalidInput, NotFound
 from aibudget.money import parse_usd, to_decimal
 from aibudget.store.sql import LATEST_UNIX_SECONDS
@@ -202,10 +202,25 @@ def put_practice(
         connection, {**defaults, **changes, "practice_id": practice_id, "created_at": now, "updated_at": now}
     )
     if not created and changes:
+        before = get_practice(connection, practice_id)
         repository.update_practice(connection, practice_id, {**changes, "updated_at": now})
-        if "timezone" in changes:  # calendar months are the practice's months
-            repository.forget_period(connection, practice_id)
+        if changes.get("timezone", before.timezone) != before.timezone:
+            _move_calendar_months(connection, practice_id, before.timezone, changes["timezone"], now)
     return get_practice(connection, practice_id)
+
+
+def _move_calendar_months(
+    connection: Connection, practice_id: str, old: str, new: str, now: datetime
+) -> None:
+    """Calendar months are the practice's months: the running one and those either side (the new
+    zone may be in either, and the next may exist from an earlier change) take the new zone's bounds
+    and keep their usage, so the new zone's reading of the date finds them instead of opening a
+    month with a fresh budget."""
+    running, after = calendar_month(now, old)
+    before, _ = calendar_month(datetime.fromtimestamp(running - 1, UTC), old)
+    for start in (before, running, after):
+        repository.move_calendar_period(connection, practice_id, start, same_month_in(start, old, new))
+    repository.forget_period(connection, practice_id)
 
 
 def get_practice(connection: Connection, practice_id: str) -> Practice:
