@@ -25,6 +25,10 @@ What it covers, as Stripe does it:
   `succeeded`. Without `confirm=true` nothing is charged: `requires_confirmation`.
 - `GET /v1/customers/{id}` for customers registered with `add_customer`, 404 `resource_missing`
   for any other.
+- `GET /v1/customers/{id}/payment_methods`: the customer's attached cards (its invoice default and
+  the `cards` given to `add_customer`), newest first as Stripe lists them; `type` filters (only
+  `card` has entries), `limit` (1-100, default 10) cuts and sets `has_more`; 404 `resource_missing`
+  for an unknown customer.
 - `POST /v1/checkout/sessions`: an `open`, `unpaid` session whose `url` points at this server
   (nothing is served there); `mode`, `success_url` and `line_items` are checked.
 - `Authorization: Bearer <api_key>`: another or no key is 401.
@@ -39,10 +43,11 @@ What it covers, as Stripe does it:
 - Module helpers to build signed webhooks: `sign`, `event`, `subscription`,
   `payment_intent_object`, `checkout_session_completed_object`.
 
-What it does not do: any other endpoint or method (404), list/update/confirm/cancel, `expand`
-(accepted and ignored), amount minimums or currency checks, Connect (`Stripe-Account`), API version
-differences, rate limits, webhooks sent by the server itself (tests post them), and no state
-changes after creation (a session is never paid unless the test builds that event).
+What it does not do: any other endpoint or method (404), update/confirm/cancel, other lists, list
+cursors (`starting_after`, `ending_before`) and `expand` (accepted and ignored), amount minimums or
+currency checks, Connect (`Stripe-Account`), API version differences, rate limits, webhooks sent by
+the server itself (tests post them), and no state changes after creation (a session is never paid
+unless the test builds that event).
 """
 
 from __future__ import annotations
@@ -184,6 +189,7 @@ class FakeStripe:
         self._payment_intents: dict[str, dict[str, Any]] = {}
         self._checkout_sessions: dict[str, dict[str, Any]] = {}
         self._customers: dict[str, dict[str, Any]] = {}
+        self._customer_cards: dict[str, list[dict[str, Any]]] = {}  # oldest attached first
         self._idempotent: dict[str, _Stored] = {}
         self._fail_remaining = 0
         self._fail_status = 500
@@ -239,9 +245,24 @@ class FakeStripe:
     # -- setup and controls --------------------------------------------------------------------
 
     def add_customer(
-        self, customer_id: str, payment_method: str | None = "pm_card_visa", email: str | None = None
+        self,
+        customer_id: str,
+        payment_method: str | None = "pm_card_visa",
+        email: str | None = None,
+        *,
+        cards: Iterable[str] = (),
+        default_source: str | None = None,
     ) -> dict[str, Any]:
-        """Register a customer whose default payment method is `payment_method` (None: no card)."""
+        """Register (or replace) a customer whose invoice default payment method is `payment_method`
+        (None: no default).
+
+        `cards` are further card payment methods attached to the customer but not its default, in the
+        order they were attached — as Checkout's `setup_future_usage` or a subscription leaves a card.
+        The default is attached first, so `GET /v1/customers/{id}/payment_methods` lists `cards`
+        (last first) before it. `default_source` is a legacy card (`card_...`), not in that list.
+        """
+        attached = [payment_method] if payment_method is not None else []
+        attached.extend(card for card in cards if card not in attached)
         customer = {
             "id": customer_id,
             "object": "customer",
@@ -250,7 +271,7 @@ class FakeStripe:
             "name": None,
             "description": None,
             "currency": None,
-            "default_source": None,
+            "default_source": default_source,
             "delinquent": False,
             "invoice_settings": {
                 "custom_fields": None,
@@ -263,6 +284,7 @@ class FakeStripe:
         }
         with self._cond:
             self._customers[customer_id] = customer
+            self._customer_cards[customer_id] = [_payment_method(card, customer_id) for card in attached]
             self._cond.notify_all()
         return customer
 
@@ -458,6 +480,10 @@ class FakeStripe:
         if method == "GET" and match:
             customer_id = match.group(1)
             return lambda params: self._retrieve_customer(customer_id)
+        match = re.fullmatch(r"/v1/customers/([^/]+)/payment_methods", path)
+        if method == "GET" and match:
+            customer_id = match.group(1)
+            return lambda params: self._list_customer_payment_methods(customer_id, params)
         return None
 
     def _retrieve_customer(self, customer_id: str) -> tuple[int, dict[str, Any]]:
@@ -471,6 +497,23 @@ class FakeStripe:
                 param="id",
             )
         return 200, customer
+
+    def _list_customer_payment_methods(
+        self, customer_id: str, params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        self._retrieve_customer(customer_id)  # 404 for an unknown customer
+        limit = _integer(params, "limit") if "limit" in params else 10
+        if not 1 <= limit <= 100:
+            raise _invalid("limit", "This value must be between 1 and 100.", "parameter_invalid_integer")
+        type_ = _optional_text(params, "type")
+        newest_first = list(reversed(self._customer_cards.get(customer_id, [])))
+        matching = [pm for pm in newest_first if type_ is None or pm["type"] == type_]
+        return 200, {
+            "object": "list",
+            "data": matching[:limit],
+            "has_more": len(matching) > limit,
+            "url": f"/v1/customers/{customer_id}/payment_methods",
+        }
 
     def _check_customer(self, params: Mapping[str, Any]) -> str | None:
         customer = _optional_text(params, "customer")

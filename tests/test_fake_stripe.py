@@ -258,6 +258,50 @@ def test_an_unknown_customer_is_missing(client: stripe.StripeClient) -> None:
     assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")
 
 
+def test_a_customers_cards_are_listed_newest_first_default_or_not(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    # a card saved by Checkout is attached to the customer without becoming its invoice default
+    fake.add_customer("cus_saved", payment_method=None, cards=["pm_card_visa", "pm_card_mastercard"])
+    fake.add_customer("cus_both", payment_method="pm_card_visa", cards=["pm_card_amex"])
+
+    saved = client.v1.customers.payment_methods.list("cus_saved", params={"type": "card"})
+
+    assert isinstance(saved, stripe.ListObject)
+    assert [pm.id for pm in saved.data] == ["pm_card_mastercard", "pm_card_visa"]
+    assert saved.has_more is False
+    assert saved.url == "/v1/customers/cus_saved/payment_methods"
+    [newest] = client.v1.customers.payment_methods.list("cus_saved", params={"limit": 1}).data
+    assert isinstance(newest, stripe.PaymentMethod)
+    assert (newest.id, newest.type, newest.customer) == ("pm_card_mastercard", "card", "cus_saved")
+    assert newest.card is not None
+    assert newest.card.last4 == "4242"
+    assert client.v1.customers.payment_methods.list("cus_saved", params={"limit": 1}).has_more is True
+    invoice_settings = client.v1.customers.retrieve("cus_saved").invoice_settings
+    assert invoice_settings is not None
+    assert invoice_settings.default_payment_method is None
+    both = client.v1.customers.payment_methods.list("cus_both", params={"type": "card"})
+    assert [pm.id for pm in both.data] == ["pm_card_amex", "pm_card_visa"]  # the default was attached first
+    assert client.v1.customers.payment_methods.list("cus_both", params={"type": "sepa_debit"}).data == []
+    assert fake.requests[0].path == "/v1/customers/cus_saved/payment_methods"
+    assert fake.requests[0].params == {"type": "card"}
+
+
+def test_a_customer_without_cards_lists_none_and_an_unknown_one_is_missing(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    fake.add_customer("cus_nocard", payment_method=None, default_source="card_legacy")
+
+    assert client.v1.customers.payment_methods.list("cus_nocard", params={"type": "card"}).data == []
+    assert client.v1.customers.retrieve("cus_nocard").default_source == "card_legacy"
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.customers.payment_methods.list("cus_nobody", params={"type": "card"})
+    assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.customers.payment_methods.list("cus_nocard", params={"limit": 0})
+    assert (refused.value.http_status, refused.value.param) == (400, "limit")
+
+
 def checkout_params(**overrides: Any) -> dict[str, Any]:
     metadata = {"aibudget_practice_id": "p1", "aibudget_credit_micros": "10000000"}
     params: dict[str, Any] = {

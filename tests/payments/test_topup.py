@@ -456,3 +456,79 @@ def test_the_caps_count_calendar_months_of_the_practices_timezone() -> None:
     late_in_november_utc = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
     assert autotopup.month_of(late_in_november_utc, "Europe/Zurich") == "2026-12"
     assert autotopup.month_of(late_in_november_utc, "America/New_York") == "2026-11"
+
+
+def test_a_card_saved_by_checkout_but_not_the_invoice_default_is_charged(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    """Checkout's `setup_future_usage` (the credit purchase) and a subscription's Checkout attach the
+    card to the customer without making it the invoice default: top-up charges it all the same."""
+    fake_stripe.add_customer(CUSTOMER, payment_method=None, cards=["pm_card_mastercard"])
+    spend(paying, "letter-1", 60)  # 0.40 left: under 0.50
+
+    [grant] = wait_until(lambda: topup_grants(paying))
+    [intent] = created_intents(fake_stripe)
+    assert (intent["customer"], intent["payment_method"], intent["status"]) == (
+        CUSTOMER,
+        "pm_card_mastercard",
+        "succeeded",
+    )
+    assert grant.reference == intent["id"]
+    [attempt] = paying.topup_attempts(PRACTICE)
+    assert (attempt.status, attempt.payment_intent_id) == ("succeeded", intent["id"])
+    assert paying.auto_topup(PRACTICE).paused_reason is None
+    listed = [r for r in fake_stripe.requests if r.path == f"/v1/customers/{CUSTOMER}/payment_methods"]
+    assert [r.params["type"] for r in listed] == ["card"]
+    assert paying.verify() == []
+
+
+def test_of_several_saved_cards_the_newest_is_charged(paying: Budget, fake_stripe: FakeStripe) -> None:
+    fake_stripe.add_customer(CUSTOMER, payment_method=None, cards=["pm_card_visa", "pm_card_amex"])
+    spend(paying, "letter-1", 60)
+
+    wait_until(lambda: topup_grants(paying))
+    [intent] = created_intents(fake_stripe)
+    assert intent["payment_method"] == "pm_card_amex"
+
+
+def test_the_invoice_default_is_charged_before_any_other_saved_card(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.add_customer(CUSTOMER, payment_method="pm_card_visa", cards=["pm_card_amex"])
+    spend(paying, "letter-1", 60)
+
+    wait_until(lambda: topup_grants(paying))
+    [intent] = created_intents(fake_stripe)
+    assert intent["payment_method"] == "pm_card_visa"
+    assert not [r for r in fake_stripe.requests if r.path.endswith("/payment_methods")]  # not even listed
+
+
+def test_a_legacy_default_source_is_charged_when_no_payment_method_is_saved(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.add_customer(CUSTOMER, payment_method=None, default_source="card_legacy")
+    spend(paying, "letter-1", 60)
+
+    wait_until(lambda: topup_grants(paying))
+    [intent] = created_intents(fake_stripe)
+    assert intent["payment_method"] == "card_legacy"
+
+
+def test_a_customer_with_no_card_at_all_fails_with_no_payment_method_and_pauses(
+    paying: Budget, fake_stripe: FakeStripe
+) -> None:
+    fake_stripe.add_customer(CUSTOMER, payment_method=None)
+    exhaust_without_topup(paying, "letter-1")
+
+    with pytest.raises(BudgetExceeded) as refused:
+        paying.authorize(request_id="call", practice_id=PRACTICE, operation="letter", model="gpt-4o",
+                         input_tokens=1000)  # fmt: skip
+
+    assert refused.value.payload["reason"] == "auto_topup_paused"
+    assert fake_stripe.payment_intents == {}  # nothing to charge: nothing sent
+    [attempt] = paying.topup_attempts(PRACTICE)
+    assert attempt.status == "failed"
+    assert paying.auto_topup(PRACTICE).paused_reason == "no_payment_method"
+    listed = [r for r in fake_stripe.requests if r.path == f"/v1/customers/{CUSTOMER}/payment_methods"]
+    assert len(listed) == 1  # the saved cards were looked for before giving up
+    assert topup_grants(paying) == []

@@ -4,6 +4,17 @@ Every call goes through the official `stripe` package (`StripeClient`, its HTTPX
 address from `AIBUDGET_STRIPE_API_BASE`). It is never called inside a database transaction: a charge
 can take seconds, and a row lock held that long would stall the practice's every call.
 
+The card charged is the first the customer has of, in order:
+
+1. its invoice default (`invoice_settings.default_payment_method`), the card the customer or an
+   operator chose for the account;
+2. its newest attached card (`GET /v1/customers/{id}/payment_methods?type=card`, which Stripe lists
+   newest first) — where a card saved by Checkout (`setup_future_usage=off_session`, as our credit
+   purchase asks) or by a subscription's Checkout lives: neither makes it the invoice default;
+3. its legacy default source (`default_source`, a Card from before PaymentMethods).
+
+A customer with none of them, or deleted, fails the attempt with `no_payment_method`.
+
 A charge carries the idempotency key `aibudget-topup-<attempt id>`, so charging the same attempt again
 — after a timeout, a crash, or from a second process — returns Stripe's first answer instead of
 charging twice. The answer is one of three:
@@ -78,17 +89,14 @@ class StripeGateway:
         )
 
     def charge(self, attempt: TopupAttempt, *, customer_id: str | None) -> Charge:
-        """Charge the customer's saved card off-session for a top-up attempt (see module doc)."""
+        """Charge the customer's saved card off-session for a top-up attempt; which card, and what
+        the answers mean: see the module doc."""
         if customer_id is None:
             return Charge("failed", failure_code=NO_PAYMENT_METHOD)
         try:
-            customer = self._client.v1.customers.retrieve(customer_id)
-            invoice_settings = getattr(customer, "invoice_settings", None)
-            payment_method = getattr(invoice_settings, "default_payment_method", None)
-            if not payment_method:
+            payment_method = self._saved_card(customer_id)
+            if payment_method is None:
                 return Charge("failed", failure_code=NO_PAYMENT_METHOD)
-            if not isinstance(payment_method, str):  # expanded object
-                payment_method = payment_method.id
             intent = self._client.v1.payment_intents.create(
                 params={
                     "amount": attempt.charge_amount,
@@ -119,6 +127,25 @@ class StripeGateway:
             return Charge("pending")
         status: ChargeStatus = "succeeded" if intent.status == "succeeded" else "pending"
         return Charge(status, payment_intent_id=intent.id)
+
+    def _saved_card(self, customer_id: str) -> str | None:
+        """The id of the card a top-up charges (the module doc gives the order), None if none.
+
+        Raises what the `stripe` package raises; `charge` maps it."""
+        customer = self._client.v1.customers.retrieve(customer_id)
+        if getattr(customer, "deleted", False):
+            return None
+        invoice_settings = getattr(customer, "invoice_settings", None)
+        chosen = _object_id(getattr(invoice_settings, "default_payment_method", None))
+        if chosen is None:
+            # one card is enough: the newest, so a card saved again by a later purchase wins
+            cards = self._client.v1.customers.payment_methods.list(
+                customer_id, params={"type": "card", "limit": 1}
+            )
+            chosen = cards.data[0].id if cards.data else None
+        if chosen is None:
+            chosen = _object_id(getattr(customer, "default_source", None))
+        return chosen
 
     def checkout(
         self,
@@ -177,6 +204,13 @@ def require(gateway: StripeGateway | None) -> StripeGateway:
 
 def _metadata(practice_id: str, offer: Offer) -> dict[str, str]:
     return {PRACTICE: practice_id, CREDIT: str(offer.credit_micros), PACKAGE: offer.package_id}
+
+
+def _object_id(value: Any) -> str | None:
+    """The id of a reference Stripe returns as an id or, expanded, as the object; None if unset."""
+    if not value:
+        return None
+    return value if isinstance(value, str) else str(value.id)
 
 
 def _failed_intent_id(exc: stripe.CardError) -> str | None:
