@@ -10,15 +10,17 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import stripe
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 
 from aibudget import Budget, Settings
@@ -30,6 +32,7 @@ from tests.api.conftest import free_port
 from tests.conftest import FakeClock
 from tests.factories import create_practice
 
+T = TypeVar("T")
 SECRET = "notify-secret-0123456789abcdefghijklmnop"
 
 
@@ -327,6 +330,41 @@ def test_two_processes_recording_the_same_attempt_count_it_once(notifying: Budge
 
     booked = only(notifying)
     assert (booked.status, booked.attempts, booked.last_status_code) == ("pending", 1, 500)
+
+
+def test_two_processes_passing_at_once_send_each_notification_once(
+    notifying: Budget, receiver: Receiver, clock: FakeClock
+) -> None:
+    """Regression: every server process sent every due notification (two workers: each twice)."""
+    for key in ("a", "b", "c"):
+        notify(notifying, key)
+    receiver.delay = 0.2  # both passes read the due rows before either has booked one
+    senders = [Sender(receiver.url, SECRET) for _ in range(2)]
+    read_together = threading.Barrier(2)
+
+    def read(work: Callable[[Connection], T]) -> T:
+        rows = notifying._read(work)
+        read_together.wait(5)
+        return rows
+
+    def one_pass(sender: Sender) -> int:
+        return delivery.deliver_due(
+            read=read, write=notifying._write, sender=sender, clock=clock, max_attempts=4, batch=10
+        )
+
+    try:
+        with ThreadPoolExecutor(2) as processes:
+            delivered = sum(processes.map(one_pass, senders))
+    finally:
+        for sender in senders:
+            sender.close()
+
+    assert delivered == 3
+    assert (
+        sorted(received.json()["data"]["credit_usd"] for received in receiver.received) == ["10.000000"] * 3
+    )
+    assert len({received.headers["AIBudget-Delivery"] for received in receiver.received}) == 3
+    assert {(n.status, n.attempts) for n in notifying.notifications()} == {("delivered", 1)}
 
 
 def test_a_pass_takes_batch_after_batch_while_the_receiver_takes_them(

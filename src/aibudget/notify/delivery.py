@@ -11,12 +11,14 @@
 Delivery is **at least once**: any 2xx answer is delivery; anything else — another status, a
 timeout, a refused connection — is retried after `min(1 s * 2**(attempts-1), 1 h)`, less up to 10 %
 jitter, until `notify_max_attempts` attempts, then the notification is `failed` (the log keeps why).
-A receiver may see the same notification twice (a lost 2xx answer, two server processes sending at
-once) and must dedupe on `AIBudget-Delivery`.
+A receiver may see the same notification twice (a lost 2xx answer, a server that stopped before it
+booked the answer) and must dedupe on `AIBudget-Delivery`.
 
-**No transaction spans the network.** A pass reads the due rows in one short transaction, POSTs
-each with no transaction open, and records each outcome in a short transaction of its own with a
-conditional update (see `outbox.record_attempt`), so two processes never count one attempt twice.
+**No transaction spans the network.** A pass reads the due rows in one short transaction; takes each
+for the length of an attempt (`outbox.claim`: a conditional update moving its next attempt `LEASE`
+ahead), so of several server processes only one sends it; POSTs it with no transaction open; and
+records the outcome in a short transaction of its own with a conditional update (see
+`outbox.record_attempt`), so two processes never count one attempt twice.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ SIGNATURE_HEADER = "AIBudget-Signature"
 EVENT_HEADER = "AIBudget-Event"
 DELIVERY_HEADER = "AIBudget-Delivery"
 TIMEOUT_SECONDS = 5.0
+LEASE = timedelta(seconds=60)  # how long an attempt keeps its notification from other processes
 FIRST_BACKOFF = timedelta(seconds=1)
 MAX_BACKOFF = timedelta(hours=1)
 JITTER = 0.10
@@ -176,6 +179,8 @@ def deliver_due(
         arrived = 0
         for notification in fresh:
             tried.add(notification.notification_id)
+            if not write(_claim(notification, clock() + LEASE)):
+                continue  # another process is sending it, or has booked it
             outcome = sender.send(notification)
             booked = write(_booking(notification, outcome, clock, max_attempts))
             if booked and outcome.delivered:
@@ -192,6 +197,13 @@ def deliver_due(
         # process may be sending them, and they are its to book.
         if len(due) < batch or not fresh or not arrived:
             return delivered
+
+
+def _claim(notification: Notification, until: datetime) -> Callable[[Connection], bool]:
+    def work(connection: Connection) -> bool:
+        return outbox.claim(connection, notification, until=until)
+
+    return work
 
 
 def _due(now: datetime, batch: int) -> Callable[[Connection], list[Notification]]:

@@ -167,6 +167,23 @@ def due(connection: Connection, *, now: datetime, limit: int = 50) -> list[Notif
     return [_notification(row) for row in rows]
 
 
+def claim(connection: Connection, notification: Notification, *, until: datetime) -> bool:
+    """Take `notification` (as read) for one attempt: its next attempt moves to `until`, so other
+    processes pass it by while this one sends; False when another process took or booked it first.
+    A sender that dies before booking its attempt leaves the notification due again at `until`."""
+    taken = connection.execute(
+        update(notifications)
+        .where(
+            notifications.c.notification_id == notification.notification_id,
+            notifications.c.status == "pending",
+            notifications.c.attempts == notification.attempts,
+            notifications.c.next_attempt_at == notification.next_attempt_at,
+        )
+        .values(next_attempt_at=until)
+    )
+    return taken.rowcount == 1
+
+
 def record_attempt(
     connection: Connection,
     notification: Notification,
