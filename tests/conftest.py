@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from aibudget import Budget, Settings
+from tests.api.conftest import Server, start_server, stop_server
 
 pytest_plugins = ["tests.databases"]
 
@@ -102,3 +103,13 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10) -> Any:
             return result
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None) -> Iterator[Server]:
+    """A real `aibudget` server over a fresh database of the engine under test, for a module's tests."""
+    started = start_server(tmp_path_factory.mktemp("server") / "var", server_database)
+    try:
+        yield started
+    finally:
+        stop_server(started)

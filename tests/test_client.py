@@ -41,19 +41,10 @@ from aibudget.errors import (
     PaymentProviderUnavailable,
     UnknownModel,
 )
-from tests.api.conftest import Server, free_port, start_server, stop_server
+from tests.api.conftest import Server, free_port
 from tests.api.test_accounts import key, now_period, practice
 
 MODEL = "gpt-4o-mini"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None) -> Iterator[Server]:
-    started = start_server(tmp_path_factory.mktemp("client") / "var", server_database)
-    try:
-        yield started
-    finally:
-        stop_server(started)
 
 
 @pytest.fixture(scope="module")

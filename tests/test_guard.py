@@ -20,7 +20,7 @@ from aibudget import Budget, BudgetExceeded, guard
 from aibudget.client import AsyncBudgetClient
 from aibudget.errors import Conflict
 from aibudget.ledger.reports import UsageLine
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server
 from tests.api.test_accounts import key
 from tests.databases import PostgresServer
 from tests.factories import open_practice
@@ -51,16 +51,6 @@ def funded(budget: Budget) -> Budget:
     budget.put_subscription("sub_1", practice_id="p1", plan="basic", status="active",
                             current_period_start=START, current_period_end=END)  # fmt: skip
     return budget
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None) -> Iterator[Server]:
-    """A real aibudget server, for the gates that talk to one (`AsyncBudgetClient`)."""
-    started = start_server(tmp_path_factory.mktemp("guard") / "var", server_database)
-    try:
-        yield started
-    finally:
-        stop_server(started)
 
 
 def events(budget: Budget, practice_id: str = "p1") -> list[UsageLine]:

@@ -10,12 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
 from aibudget import Budget, Settings
 
@@ -86,12 +84,3 @@ def stop_server(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None) -> Iterator[Server]:
-    started = start_server(tmp_path_factory.mktemp("server") / "var", server_database)
-    try:
-        yield started
-    finally:
-        stop_server(started)

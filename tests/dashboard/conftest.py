@@ -19,8 +19,6 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.api.conftest import server  # noqa: F401  (the module's server, as the API tests have it)
-
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # Chromium's own background traffic is refused on a closed network; these flags keep it quiet.
 CHROMIUM_ARGS = [

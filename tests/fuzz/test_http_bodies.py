@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aibudget import Budget, NotFound
-from tests.api.conftest import Server, server  # noqa: F401  (the module's server, as the API tests have it)
+from tests.api.conftest import Server
 from tests.fuzz.bodies import Body, bodies
 
 PROBLEM_JSON = "application/problem+json"
@@ -65,7 +65,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(server: Server) -> Iterator[World]:  # noqa: F811  (the imported fixture)
+def world(server: Server) -> Iterator[World]:
     """Practices with money for the routes to work on, the keys of every role, and a client."""
     budget = server.budget()
     now = int(time.time())

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -482,13 +483,23 @@ def test_a_card_saved_by_checkout_but_not_the_invoice_default_is_charged(
     assert paying.verify() == []
 
 
-def test_of_several_saved_cards_the_newest_is_charged(paying: Budget, fake_stripe: FakeStripe) -> None:
-    fake_stripe.add_customer(CUSTOMER, payment_method=None, cards=["pm_card_visa", "pm_card_amex"])
+@pytest.mark.parametrize(
+    ("saved", "charged"),
+    [
+        ({"cards": ["pm_card_visa", "pm_card_amex"]}, "pm_card_amex"),  # the newest of several cards
+        ({"default_source": "card_legacy"}, "card_legacy"),  # a Card from before PaymentMethods
+    ],
+    ids=["the newest of several cards", "a legacy default source"],
+)
+def test_without_an_invoice_default_the_customer_s_saved_card_is_charged(
+    paying: Budget, fake_stripe: FakeStripe, saved: dict[str, Any], charged: str
+) -> None:
+    fake_stripe.add_customer(CUSTOMER, payment_method=None, **saved)
     spend(paying, "letter-1", 60)
 
     wait_until(lambda: topup_grants(paying))
     [intent] = created_intents(fake_stripe)
-    assert intent["payment_method"] == "pm_card_amex"
+    assert intent["payment_method"] == charged
 
 
 def test_the_invoice_default_is_charged_before_any_other_saved_card(
@@ -501,17 +512,6 @@ def test_the_invoice_default_is_charged_before_any_other_saved_card(
     [intent] = created_intents(fake_stripe)
     assert intent["payment_method"] == "pm_card_visa"
     assert not [r for r in fake_stripe.requests if r.path.endswith("/payment_methods")]  # not even listed
-
-
-def test_a_legacy_default_source_is_charged_when_no_payment_method_is_saved(
-    paying: Budget, fake_stripe: FakeStripe
-) -> None:
-    fake_stripe.add_customer(CUSTOMER, payment_method=None, default_source="card_legacy")
-    spend(paying, "letter-1", 60)
-
-    wait_until(lambda: topup_grants(paying))
-    [intent] = created_intents(fake_stripe)
-    assert intent["payment_method"] == "card_legacy"
 
 
 def test_a_customer_with_no_card_at_all_fails_with_no_payment_method_and_pauses(

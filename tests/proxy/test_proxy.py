@@ -10,7 +10,6 @@ import io
 import time
 import uuid
 import wave
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -33,30 +32,10 @@ MESSAGES = [{"role": "user", "content": "Bitte einen kurzen Brief an Frau Muster
 DAY = 86_400
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 @pytest.fixture(autouse=True)
 def fresh_upstream(upstream: FakeOpenAI) -> None:
     upstream.reply_words, upstream.chunk_delay, upstream.cached_tokens = 12, 0.0, 0
     upstream.drop_stream_after = None
-
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, server_database: str | None, upstream: FakeOpenAI
-) -> Iterator[Server]:
-    started = start_server(
-        tmp_path_factory.mktemp("proxy") / "var", server_database,
-        AIBUDGET_UPSTREAM_BASE_URL=f"{upstream.url}/v1", AIBUDGET_UPSTREAM_API_KEY=upstream.api_key,
-    )  # fmt: skip
-    try:
-        yield started
-    finally:
-        stop_server(started)
 
 
 def funded_practice(server: Server, included_usd: str = "20") -> tuple[str, str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -23,7 +22,7 @@ import pytest
 from aibudget.ledger.estimate import CHARS_PER_TOKEN_BOUND
 from aibudget.proxy import usage
 from aibudget.proxy.usage import prompt_chars
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server
 from tests.fake_openai import FakeOpenAI, reply_text
 from tests.proxy.test_proxy import MESSAGES, client, event_of, funded_practice, held_usd, letter
 
@@ -31,26 +30,6 @@ LETTER = reply_text(300)  # about 2,000 characters of a German letter
 ARGUMENTS = json.dumps({"recipient": "Frau Muster", "letter": LETTER})
 TOOLS = [{"type": "function", "function": {"name": "write_letter", "parameters": {"type": "object"}}}]
 REFUSAL = "Ich kann Ihnen dabei leider nicht helfen. " * 30
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, server_database: str | None, upstream: FakeOpenAI
-) -> Iterator[Server]:
-    started = start_server(
-        tmp_path_factory.mktemp("proxy-estimates") / "var", server_database,
-        AIBUDGET_UPSTREAM_BASE_URL=f"{upstream.url}/v1", AIBUDGET_UPSTREAM_API_KEY=upstream.api_key,
-    )  # fmt: skip
-    try:
-        yield started
-    finally:
-        stop_server(started)
 
 
 def tokens(chars: int) -> int:
