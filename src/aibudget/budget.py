@@ -611,6 +611,13 @@ class Budget:
         a long-running process should call `checkpoint`."""
         return is_embedded(self.engine)
 
+    @property
+    def quick_commits(self) -> bool:
+        """Whether a commit is this process's own quick work, never a wait for a network or the disk:
+        SQLite with `synchronous=normal`, whose commits only append to the write-ahead log (the
+        server then makes its calls on the event loop, `store.waiting`)."""
+        return self.embedded_database and self.settings.sqlite_synchronous == "normal"
+
     def checkpoint(self) -> int:
         """Copy SQLite's write-ahead log into the database file without waiting for any call; how
         many of the log's pages are in the file now (0 on PostgreSQL). See `store.dialect.checkpoint`."""

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from aibudget import Budget, Settings
+from aibudget.errors import DatabaseUnavailable
 from aibudget.store import tables
 from aibudget.store.dialect import write_transaction
 from aibudget.store.waiting import off_or_on_the_loop, then
@@ -47,7 +50,7 @@ def plan_written_on(budget: Budget, plan_id: str) -> int:
 
 async def on_loop_and_thread(call: object) -> tuple[int, int]:
     assert callable(call)
-    return threading.get_ident(), await off_or_on_the_loop(call, embedded=True)
+    return threading.get_ident(), await off_or_on_the_loop(call, quick_commits=True)
 
 
 def test_a_write_nobody_else_holds_up_runs_on_the_event_loop(budget: Budget) -> None:
@@ -101,7 +104,7 @@ def test_a_step_that_waits_for_an_outside_service_goes_on_on_a_thread_without_do
         return then(lambda: steps.append(("rest", threading.get_ident())) or "done")
 
     async def main() -> tuple[int, str]:
-        return threading.get_ident(), await off_or_on_the_loop(call, embedded=True)
+        return threading.get_ident(), await off_or_on_the_loop(call, quick_commits=True)
 
     loop_thread, answer = asyncio.run(main())
     assert answer == "done"
@@ -111,52 +114,92 @@ def test_a_step_that_waits_for_an_outside_service_goes_on_on_a_thread_without_do
     assert then(lambda: "outside a loop, at once") == "outside a loop, at once"
 
 
-def test_a_database_over_the_network_is_always_called_from_a_worker_thread(budget: Budget) -> None:
+def test_where_commits_wait_for_the_disk_or_a_network_calls_are_made_from_a_worker_thread(
+    budget: Budget, tmp_path: Path, database_url: str
+) -> None:
     loop_thread, written_on = asyncio.run(
-        _not_embedded(lambda: plan_written_on(budget, "networked"))  # the same call, taken as remote
+        _slow_commits(lambda: plan_written_on(budget, "slow"))  # the same call, taken as slow
     )
     assert written_on != loop_thread
-    assert plans(budget) == {"networked"}
+    assert plans(budget) == {"slow"}
+    assert budget.quick_commits
+    full = Settings.load(data_dir=tmp_path / "full", sqlite_synchronous="full")
+    with Budget.open(f"sqlite:///{tmp_path / 'full.sqlite3'}", settings=full) as synced:
+        assert not synced.quick_commits
+    with Budget.open(database_url, settings=Settings.load(data_dir=tmp_path / "any")) as any_engine:
+        assert any_engine.quick_commits == database_url.startswith("sqlite")
 
 
-async def _not_embedded(call: object) -> tuple[int, int]:
+async def _slow_commits(call: object) -> tuple[int, int]:
     assert callable(call)
-    return threading.get_ident(), await off_or_on_the_loop(call, embedded=False)
+    return threading.get_ident(), await off_or_on_the_loop(call, quick_commits=False)
 
 
-def test_the_server_answers_while_a_call_waits_for_another_process_s_write(tmp_path: Path) -> None:
+@contextmanager
+def writers_line_held(database: Path) -> Iterator[Callable[[], None]]:
+    """The writers' line taken, as another aibudget process's write transaction takes it; yields
+    the release."""
+    queue_file = os.open(f"{database}{SUFFIX}", os.O_RDONLY | os.O_CREAT)
+    fcntl.flock(queue_file, fcntl.LOCK_EX)
+    try:
+        yield lambda: fcntl.flock(queue_file, fcntl.LOCK_UN)
+    finally:
+        os.close(queue_file)
+
+
+@contextmanager
+def sqlite_lock_held(database: Path) -> Iterator[Callable[[], None]]:
+    """SQLite's write lock taken by a program that does not queue (the sqlite3 shell, a script)."""
+    with closing(sqlite3.connect(database, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        yield lambda: other.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize(
+    "held", [writers_line_held, sqlite_lock_held], ids=["writers' line", "SQLite's lock"]
+)
+def test_the_server_answers_while_a_call_waits_for_another_process_s_write(
+    tmp_path: Path, held: Callable[[Path], AbstractContextManager[Callable[[], None]]]
+) -> None:
     server = start_server(tmp_path / "var")
     try:
-        _answers_while_the_line_is_held(server)
+        _answers_while_the_line_is_held(server, held)
     finally:
         stop_server(server)
 
 
-def _answers_while_the_line_is_held(server: Server) -> None:
+def _answers_while_the_line_is_held(
+    server: Server, held: Callable[[Path], AbstractContextManager[Callable[[], None]]]
+) -> None:
     with server.budget() as books:
         practice_id = open_practice(books)
         _, service_key = books.create_key(role="service")
-    queue_file = os.open(f"{server.data_dir / 'aibudget.sqlite3'}{SUFFIX}", os.O_RDONLY | os.O_CREAT)
-    fcntl.flock(queue_file, fcntl.LOCK_EX)  # as another process's write transaction would
-    try:
-        with server.client(service_key) as service, server.client() as probe:
-            waiting: dict[str, httpx.Response] = {}
-            caller = threading.Thread(
-                target=lambda: waiting.setdefault("answer", authorize(service, practice_id, "behind"))
-            )
-            caller.start()
-            time.sleep(0.3)
-            started = time.monotonic()
-            health = probe.get("/healthz")
-            answered_in = time.monotonic() - started
-            assert caller.is_alive(), "the authorization waits for the line"
-            fcntl.flock(queue_file, fcntl.LOCK_UN)
-            caller.join(10)
-    finally:
-        os.close(queue_file)
+    database = server.data_dir / "aibudget.sqlite3"
+    with held(database) as release, server.client(service_key) as service, server.client() as probe:
+        waiting: dict[str, httpx.Response] = {}
+        caller = threading.Thread(
+            target=lambda: waiting.setdefault("answer", authorize(service, practice_id, "behind"))
+        )
+        caller.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        health = probe.get("/healthz")
+        answered_in = time.monotonic() - started
+        assert caller.is_alive(), "the authorization waits for the line"
+        release()
+        caller.join(10)
     assert health.status_code == 200
     assert answered_in < 1.0
     assert waiting["answer"].status_code == 201, waiting["answer"].text
     with server.budget() as books:
         assert books.snapshot(practice_id).held_micros > 0
         assert books.verify() == []
+
+
+def test_sqlite_s_lock_held_past_the_busy_timeout_is_database_unavailable(
+    budget: Budget, tmp_path: Path
+) -> None:
+    """Regression: the lock's error came straight from the driver, unsorted: a 500, not a 503."""
+    with sqlite_lock_held(tmp_path / "aibudget.sqlite3"), pytest.raises(DatabaseUnavailable):
+        budget.put_plan("never", included_usd="5")  # waits out the busy timeout: 30 s
+    assert plans(budget) == set()

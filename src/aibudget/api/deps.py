@@ -2,10 +2,11 @@
 
 The dependencies are `async`: most are microseconds of work, less than handing them to a worker
 thread would cost on every request. The key check reads the database, and the gate's routes write
-to it, through `budget_call`: on SQLite, a file in this process, on the event loop, unless a write
-would wait for another writer or for Stripe (`store.waiting`); on PostgreSQL on a worker thread, as
-a call over the network may be slow or, when the network is cut, wait for seconds — the event loop
-would stop every other request, the health checks included, meanwhile.
+to it, through `budget_call`: on SQLite with quick commits (`synchronous=normal`, a file in this
+process), on the event loop, unless a write would wait for another writer or for Stripe
+(`store.waiting`); otherwise on a worker thread — a call over the network may be slow or, when the
+network is cut, wait for seconds, and a commit under `synchronous=full` waits for the disk: the
+event loop would stop every other request, the health checks included, meanwhile.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ async def get_principal(
 async def budget_call(budget: Budget, call: Callable[[], T]) -> T:
     """`call()`, a call into `budget`, made on the event loop where it need not wait, else on a
     worker thread (see `store.waiting`)."""
-    return await off_or_on_the_loop(call, embedded=budget.embedded_database)
+    return await off_or_on_the_loop(call, quick_commits=budget.quick_commits)
 
 
 def _principal(budget: Budget, presented: str | None, recent: RecentKeys | None) -> Principal:

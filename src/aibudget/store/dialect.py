@@ -48,6 +48,7 @@ from sqlalchemy.sql.dml import Insert
 from aibudget.errors import DatabaseUnavailable
 from aibudget.store.outage import Outage
 from aibudget.store.sql import Statement
+from aibudget.store.waiting import WouldWait, may_wait
 from aibudget.store.writers import WAIT_SECONDS, WriterQueue
 
 _WRITE = "aibudget_write"
@@ -120,13 +121,37 @@ def install_sqlite_transactions(
         # path costs more than the BEGIN itself
         driver = connection.connection.driver_connection
         assert driver is not None
-        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not write:
+            driver.execute("BEGIN")
+        elif may_wait():
+            _begin_writing(driver)
+        else:  # on an event loop: a writer that did not pass the queue (the sqlite3 shell) is not waited for
+            driver.execute("PRAGMA busy_timeout=0")
+            try:
+                _begin_writing(driver)
+            finally:
+                driver.execute(f"PRAGMA busy_timeout={WAIT_SECONDS * 1000}")
 
     queue = WriterQueue(_sqlite_file(engine), unavailable=_UNAVAILABLE_DETAIL)
     _WRITER_QUEUES[engine] = queue
     event.listen(engine, "engine_disposed", lambda _engine: queue.close())
     # an engine never disposed closes it when collected; at exit the process's end closes it
     weakref.finalize(engine, queue.close).atexit = False
+
+
+def _begin_writing(driver: sqlite3.Connection) -> None:
+    """`BEGIN IMMEDIATE`: SQLite's write lock, waited for as long as the busy timeout allows.
+
+    Raised straight from the driver, a lock held past the timeout would be no `DBAPIError`, and so
+    no `DatabaseUnavailable`: it is sorted here (`WouldWait` where the caller may not wait)."""
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if not error.sqlite_errorname.startswith(_UNAVAILABLE_SQLITE):
+            raise
+        if error.sqlite_errorname == "SQLITE_BUSY" and not may_wait():
+            raise WouldWait from None
+        raise DatabaseUnavailable(_UNAVAILABLE_DETAIL) from error
 
 
 def is_embedded(engine: Engine) -> bool:

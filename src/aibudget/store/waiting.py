@@ -7,8 +7,8 @@ among the writers (another thread's or process's write transaction, `store.write
 outside service (the card charge of an automatic top-up). Each such step asks `may_wait()` first
 and, where it may not, raises `WouldWait` before waiting, with what remains to be done; the call
 then goes on from there on a worker thread. So the loop never waits on another writer or a
-network, and the answer is the same either way. PostgreSQL, a network away, is always called from
-a worker thread.
+network, and the answer is the same either way. PostgreSQL, a network away, and SQLite with
+`synchronous=full`, whose every commit waits for the disk, are always called from a worker thread.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def _on_the_loop() -> Iterator[None]:
         _ON_THE_LOOP.reset(token)
 
 
-async def off_or_on_the_loop(call: Callable[[], T], *, embedded: bool) -> T:
-    """`call()` on this event loop if it need not wait and the database is `embedded` (SQLite);
-    on a worker thread if not, or from where it would have waited."""
-    if not embedded:
+async def off_or_on_the_loop(call: Callable[[], T], *, quick_commits: bool) -> T:
+    """`call()` on this event loop if it need not wait and the database's commits are quick (see
+    `Budget.quick_commits`); on a worker thread if not, or from where it would have waited."""
+    if not quick_commits:
         return await to_thread.run_sync(call)
     try:
         with _on_the_loop():
