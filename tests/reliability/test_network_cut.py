@@ -36,6 +36,8 @@ SECONDS_AT_MOST = 60  # the engine's settings give up after ~15 s; TCP alone wou
 
 
 IPTABLES = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+# read at import: each test runs with the AIBUDGET_* variables cleared (tests/conftest.py)
+REQUIRED = os.environ.get("AIBUDGET_REQUIRE_NETWORK_CUT") == "1"
 
 
 def _rule(action: str, port: int) -> subprocess.CompletedProcess[str]:
@@ -51,7 +53,7 @@ def cut(port: int) -> Iterator[None]:
     if added is None or added.returncode != 0:
         reason = "no iptables" if added is None else f"iptables refused: {added.stderr.strip()}"
         message = f"the network cannot be cut here ({reason}; needs root, see scripts/ensure-iptables)"
-        if os.environ.get("AIBUDGET_REQUIRE_NETWORK_CUT") == "1":
+        if REQUIRED:
             pytest.fail(message + " (AIBUDGET_REQUIRE_NETWORK_CUT=1)", pytrace=False)
         pytest.skip(message)
     try:
