@@ -13,9 +13,10 @@ done. Same load: p99 ~31 ms, max 60-70 ms, as many calls per second (`bench/http
 it at saturation). A writer on an event loop does not wait in line: it raises `WouldWait` and goes
 on on a worker thread (`store.waiting`).
 
-SQLite's lock still guards the data: whatever does not pass here (the `sqlite3` shell, migrations,
-another program) meets it as before, and should the queue's file be shared by mistake (a process
-forked with the lock held), the busy handler takes over — slower, never wrong.
+SQLite's lock still guards the data: whatever does not pass here (the `sqlite3` shell, another
+program) meets it as before — except a writer on an event loop, which does not wait for it either
+(`store.dialect`) — and should the queue's file be shared by mistake (a process forked with the lock
+held), the busy handler takes over — slower, never wrong.
 """
 
 from __future__ import annotations
