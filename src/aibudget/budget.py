@@ -465,11 +465,9 @@ class Budget:
                 claimed = autotopup.claim(
                     connection, after, trigger="settle", offer_for=self._topup_offer, now=now
                 )
-            pending = after.auto_topup.enabled and autotopup.in_flight(connection, after.practice_id)
             alerts.after_settle(
-                connection, after, event.allocations, thresholds=self.settings.notify_thresholds,
-                topup_pending=pending, now=now,
-            )  # fmt: skip
+                connection, after, event.allocations, thresholds=self.settings.notify_thresholds, now=now
+            )
             return event
 
         event = self._write(work)

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
+from aibudget.credit import autotopup
 from aibudget.ledger.waterfall import Allocation
 from aibudget.money import format_usd
 from aibudget.notify import outbox
@@ -81,13 +82,12 @@ def after_settle(
     allocations: Sequence[Allocation],
     *,
     thresholds: Sequence[int],
-    topup_pending: bool = False,
     now: datetime,
 ) -> None:
     """Notify the thresholds this settlement crossed, and exhaustion if it used the last money —
-    unless `topup_pending`: an automatic top-up is claimed or being charged, and telling the
-    practice to buy credit that is about to arrive would be wrong (a declined charge says so itself,
-    with `topup.failed`)."""
+    unless an automatic top-up is claimed or being charged (call after the settle's own claim):
+    telling the practice to buy credit that is about to arrive would be wrong (a declined charge
+    says so itself, with `topup.failed`)."""
     included = snapshot.included_micros
     if snapshot.subscription_id is None:
         return
@@ -107,10 +107,11 @@ def after_settle(
                     dedupe_key=f"budget.threshold_crossed:{_period_key(snapshot)}:{percent}",
                     now=now,
                 )
-    if topup_pending:
+    if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros > 0:
         return
-    if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros <= 0:
-        exhausted(connection, snapshot, reason="included_exhausted_no_credit", now=now)
+    if snapshot.auto_topup.enabled and autotopup.in_flight(connection, snapshot.practice_id):
+        return
+    exhausted(connection, snapshot, reason="included_exhausted_no_credit", now=now)
 
 
 def exhausted(connection: Connection, snapshot: Snapshot, *, reason: str, now: datetime) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import ColumnElement, Connection, Row, select, update
 
 from aibudget.accounts import service as accounts
 from aibudget.errors import InvalidInput
@@ -171,17 +171,10 @@ def claim(connection: Connection, notification: Notification, *, until: datetime
     """Take `notification` (as read) for one attempt: its next attempt moves to `until`, so other
     processes pass it by while this one sends; False when another process took or booked it first.
     A sender that dies before booking its attempt leaves the notification due again at `until`."""
-    taken = connection.execute(
-        update(notifications)
-        .where(
-            notifications.c.notification_id == notification.notification_id,
-            notifications.c.status == "pending",
-            notifications.c.attempts == notification.attempts,
-            notifications.c.next_attempt_at == notification.next_attempt_at,
-        )
-        .values(next_attempt_at=until)
-    )
-    return taken.rowcount == 1
+    return _update_as_read(
+        connection, notification, notifications.c.next_attempt_at == notification.next_attempt_at,
+        next_attempt_at=until,
+    )  # fmt: skip
 
 
 def record_attempt(
@@ -207,13 +200,22 @@ def record_attempt(
         values["delivered_at"] = now
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
-    recorded = connection.execute(
+    return _update_as_read(connection, notification, **values)
+
+
+def _update_as_read(
+    connection: Connection, notification: Notification, *unchanged: ColumnElement[bool], **values: Any
+) -> bool:
+    """Set `values` on `notification`'s row if it is still pending with the attempts it was read with
+    (and whatever `unchanged` adds); whether it was."""
+    updated = connection.execute(
         update(notifications)
         .where(
             notifications.c.notification_id == notification.notification_id,
             notifications.c.status == "pending",
             notifications.c.attempts == notification.attempts,
+            *unchanged,
         )
         .values(**values)
     )
-    return recorded.rowcount == 1
+    return updated.rowcount == 1
