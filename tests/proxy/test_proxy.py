@@ -398,6 +398,28 @@ def test_the_proxys_own_errors_carry_openais_error_object(server: Server, upstre
         assert "error" not in http.post("/v1/authorizations", json={}).json()
 
 
+def test_a_bad_device_id_a_wrong_method_or_an_unknown_path_is_a_problem_with_nothing_held(
+    server: Server, upstream: FakeOpenAI
+) -> None:
+    """The proxy's routes check `X-Device-Id` as the API's do, and answer unknown paths and methods
+    with problems in OpenAI's shape too."""
+    practice_id, api_key = funded_practice(server)
+    calls_before = len(upstream.requests)
+    with client(server, api_key) as app, pytest.raises(openai.UnprocessableEntityError) as invalid:
+        app.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,  # type: ignore[arg-type]
+                                    extra_headers={"X-Device-Id": "d" * 201})  # fmt: skip
+    assert (invalid.value.code, invalid.value.param) == ("INVALID_INPUT", "X-Device-Id")
+    with server.client(api_key) as http:
+        wrong_method = http.get("/openai/v1/chat/completions")
+        unknown = http.post("/openai/v1/completions-of-tomorrow", json={})
+    assert assert_problem(wrong_method, 405)["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert assert_problem(unknown, 404)["error"]["code"] == "NOT_FOUND"
+    assert len(upstream.requests) == calls_before
+    assert held_usd(server, practice_id) == 0
+    with server.budget() as budget:
+        assert not budget.usage_report(practice_id).rows
+
+
 def test_an_exhausted_budget_is_a_402_the_openai_package_surfaces_with_our_code(
     server: Server, upstream: FakeOpenAI
 ) -> None:

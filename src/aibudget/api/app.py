@@ -29,6 +29,7 @@ from aibudget.config import Settings
 from aibudget.dashboard import routes as dashboard
 from aibudget.errors import DatabaseUnavailable
 from aibudget.ledger.sweeper import Sweeper
+from aibudget.proxy import PREFIX as PROXY_PREFIX
 from aibudget.proxy import routes as proxy
 from aibudget.proxy.routes import MAX_UPLOAD_BYTES
 from aibudget.proxy.upstream import Upstream
@@ -56,7 +57,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.proxy_limit if scope["path"].startswith(proxy.router.prefix + "/") else self.limit
+        limit = self.proxy_limit if scope["path"].startswith(PROXY_PREFIX + "/") else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._too_large(scope, receive, send, limit)
@@ -152,7 +153,7 @@ def create_app(settings: Settings | None = None, *, budget: Budget | None = None
     app.include_router(webhooks.router)
     app.include_router(notifications.router)
     app.include_router(health.router)
-    app.include_router(proxy.router)
+    app.router.routes[:0] = proxy.routes  # first: each call of the proxy is matched at once
     dashboard.install(app)
     app.add_middleware(BodyLimit)
     observability.install(app)  # after the error handlers; its middleware outermost

@@ -7,19 +7,23 @@ process), on the event loop, unless a write would wait for another writer or for
 (`store.waiting`); otherwise on a worker thread — a call over the network may be slow or, when the
 network is cut, wait for seconds, and a commit under `synchronous=full` waits for the disk: the
 event loop would stop every other request, the health checks included, meanwhile.
+
+The proxy's routes, outside the OpenAPI document, skip dependency injection: they get the same from
+`gate_caller`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 
 from aibudget.auth.recent import RecentKeys
-from aibudget.auth.service import Principal, Role
+from aibudget.auth.service import ROLES, Principal, Role
 from aibudget.budget import Budget
-from aibudget.errors import DatabaseUnavailable, Forbidden
+from aibudget.errors import DatabaseUnavailable, Forbidden, InvalidInput
 from aibudget.store.waiting import off_or_on_the_loop
 
 T = TypeVar("T")
@@ -79,18 +83,31 @@ def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal
 
 
 Admin = Annotated[Principal, Depends(require("admin"))]
-Gatekeeper = Annotated[Principal, Depends(require("admin", "service", "practice"))]
+Gatekeeper = Annotated[Principal, Depends(require(*ROLES))]
 Reader = Annotated[Principal, Depends(require("admin", "service"))]
+DEVICE_ID_HEADER = "X-Device-Id"
+_DEVICE_ID = re.compile(r"[\x20-\x7e]{1,200}")  # printable ASCII
 DeviceId = Annotated[
     str | None,
     Header(
-        alias="X-Device-Id",
+        alias=DEVICE_ID_HEADER,
         description="the desktop installation making the call",
         min_length=1,
         max_length=200,
-        pattern=r"^[\x20-\x7e]+$",
+        pattern=f"^{_DEVICE_ID.pattern}$",
     ),
 ]
+
+
+async def gate_caller(request: Request) -> tuple[Budget, Principal, str | None]:
+    """What `BudgetDep`, `Gatekeeper` and `DeviceId` give a route, for a route without dependency
+    injection: the `Budget`, the caller (any valid key) and its device id."""
+    budget = await get_budget(request)
+    principal = await get_principal(request, budget, request.headers.get("authorization"))
+    device_id = request.headers.get(DEVICE_ID_HEADER)
+    if device_id is not None and not _DEVICE_ID.fullmatch(device_id):
+        raise InvalidInput("must be 1 to 200 printable ASCII characters", field=DEVICE_ID_HEADER)
+    return budget, principal, device_id
 
 
 def practice_scope(principal: Principal, practice_id: str | None) -> str | None:

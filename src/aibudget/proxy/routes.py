@@ -32,12 +32,13 @@ from typing import Any
 
 import anyio
 import httpx
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
-from aibudget.api.deps import BudgetDep, DeviceId, Gatekeeper, budget_call
+from aibudget.api.deps import budget_call, gate_caller
 from aibudget.api.errors import refusal_payload
 from aibudget.auth.service import Principal
 from aibudget.budget import Budget
@@ -47,8 +48,6 @@ from aibudget.proxy import PREFIX, usage
 from aibudget.proxy.upstream import ANSWERED, Upstream
 from aibudget.proxy.usage import SettleUsage
 
-# not in the OpenAPI document: its bodies are OpenAI's (see their reference), its answers the upstream's
-router = APIRouter(prefix=PREFIX, tags=["openai proxy"], include_in_schema=False)
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # above OpenAI's own 25 MB limit for audio
 MAX_NESTING = 100  # arrays and objects in a body; a tool's JSON schema nests a few levels
@@ -316,42 +315,34 @@ async def _gated(
     return await _plain(call, upstream, outgoing, body, read)
 
 
-@router.post("/chat/completions")
-async def chat_completions(
-    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
-) -> Response:
+async def chat_completions(request: Request) -> Response:
     """OpenAI's chat completions, plain or streaming, within the practice's budget."""
+    budget, principal, device_id = await gate_caller(request)
     return await _gated(
         request, budget, principal, device_id, path="chat/completions", kind="chat", read=usage.chat_usage
     )
 
 
-@router.post("/responses")
-async def responses(
-    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
-) -> Response:
+async def responses(request: Request) -> Response:
     """OpenAI's Responses API, plain or streaming, within the practice's budget."""
+    budget, principal, device_id = await gate_caller(request)
     return await _gated(
         request, budget, principal, device_id, path="responses", kind="responses", read=usage.responses_usage
     )
 
 
-@router.post("/embeddings")
-async def embeddings(
-    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
-) -> Response:
+async def embeddings(request: Request) -> Response:
     """OpenAI's embeddings, within the practice's budget."""
+    budget, principal, device_id = await gate_caller(request)
     return await _gated(
         request, budget, principal, device_id, path="embeddings", kind="embed", read=usage.embeddings_usage
     )
 
 
-@router.post("/audio/transcriptions")
-async def transcriptions(
-    request: Request, principal: Gatekeeper, budget: BudgetDep, device_id: DeviceId = None
-) -> Response:
+async def transcriptions(request: Request) -> Response:
     """OpenAI's audio transcriptions (multipart upload): held and charged by the upload's real
     duration, or by the tokens a token-priced model reports."""
+    budget, principal, device_id = await gate_caller(request)
     form = await request.form(max_part_size=MAX_UPLOAD_BYTES)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -378,12 +369,24 @@ async def transcriptions(
     return _passthrough(response)
 
 
-@router.get("/models")
-async def models(request: Request, _principal: Gatekeeper) -> Response:
+async def models(request: Request) -> Response:
     """The upstream's models, as it lists them."""
+    await gate_caller(request)
     upstream = _upstream(request)
     try:
         response = await upstream.send(upstream.request("GET", "models", dict(request.headers)))
     except httpx.HTTPError as exc:
         return _unavailable(502, f"the upstream could not be reached ({type(exc).__name__})")
     return _passthrough(response)
+
+
+# Plain Starlette routes, not in the OpenAPI document: the bodies are OpenAI's (see their reference),
+# the answers the upstream's; without FastAPI's dependency injection, a few hundred microseconds less
+# on every call
+routes = [
+    Route(f"{PREFIX}/chat/completions", chat_completions, methods=["POST"]),
+    Route(f"{PREFIX}/responses", responses, methods=["POST"]),
+    Route(f"{PREFIX}/embeddings", embeddings, methods=["POST"]),
+    Route(f"{PREFIX}/audio/transcriptions", transcriptions, methods=["POST"]),
+    Route(f"{PREFIX}/models", models, methods=["GET"]),
+]

@@ -35,6 +35,7 @@ class Upstream:
     def __init__(self, settings: Settings) -> None:
         base = httpx.URL(settings.upstream_base_url)
         self._base = base.copy_with(path=base.path.rstrip("/") + "/")
+        self._urls: dict[str, httpx.URL] = {}
         self._own: dict[str, str] = {}
         key = settings.upstream_api_key
         if key is not None:
@@ -53,8 +54,10 @@ class Upstream:
         httpx takes it (`json=`, or `data=` and `files=` for a multipart upload), encoded here:
         `InvalidInput` when it cannot be (a JSON body with NaN, say)."""
         headers = _DEFAULTS | {name: value for name, value in incoming.items() if name.lower() in FORWARDED}
-        # the base address's query (Azure's `api-version`) is kept: joining a path would drop it
-        url = self._base.join(path).copy_with(query=self._base.query or None)
+        url = self._urls.get(path)
+        if url is None:  # a handful of paths: each joined once (tens of microseconds)
+            # the base address's query (Azure's `api-version`) is kept: joining a path would drop it
+            url = self._urls[path] = self._base.join(path).copy_with(query=self._base.query or None)
         try:
             request = httpx.Request(method, url, headers=headers | self._own, **body)
         except ValueError as error:  # NaN or Infinity (not JSON), a lone surrogate (not UTF-8)
