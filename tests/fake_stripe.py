@@ -23,6 +23,8 @@ What it covers, as Stripe does it:
   embedded PaymentIntent `requires_payment_method`; `pm_card_authenticationRequired` → 402
   `card_error` `authentication_required`, the PaymentIntent `requires_action`; any other → 200,
   `succeeded`. Without `confirm=true` nothing is charged: `requires_confirmation`.
+- `GET /v1/payment_intents`: every PaymentIntent created, newest first; `customer` filters,
+  `limit` (1-100, default 10) cuts and sets `has_more`.
 - `GET /v1/customers/{id}` for customers registered with `add_customer`, 404 `resource_missing`
   for any other.
 - `GET /v1/customers/{id}/payment_methods`: the customer's attached cards (its invoice default and
@@ -44,10 +46,10 @@ What it covers, as Stripe does it:
   `payment_intent_object`, `checkout_session_completed_object`.
 
 What it does not do: any other endpoint or method (404), update/confirm/cancel, other lists, list
-cursors (`starting_after`, `ending_before`) and `expand` (accepted and ignored), amount minimums or
-currency checks, Connect (`Stripe-Account`), API version differences, rate limits, webhooks sent by
-the server itself (tests post them), and no state changes after creation (a session is never paid
-unless the test builds that event).
+cursors (`starting_after`, `ending_before`), `created` filters and `expand` (accepted and ignored),
+amount minimums or currency checks, Connect (`Stripe-Account`), API version differences, rate
+limits, webhooks sent by the server itself (tests post them), and no state changes after creation
+(a session is never paid unless the test builds that event).
 """
 
 from __future__ import annotations
@@ -474,6 +476,8 @@ class FakeStripe:
     def _route(self, method: str, path: str) -> Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None:
         if method == "POST" and path == "/v1/payment_intents":
             return self._create_payment_intent
+        if method == "GET" and path == "/v1/payment_intents":
+            return self._list_payment_intents
         if method == "POST" and path == "/v1/checkout/sessions":
             return self._create_checkout_session
         match = re.fullmatch(r"/v1/customers/([^/]+)", path)
@@ -502,9 +506,7 @@ class FakeStripe:
         self, customer_id: str, params: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         self._retrieve_customer(customer_id)  # 404 for an unknown customer
-        limit = _integer(params, "limit") if "limit" in params else 10
-        if not 1 <= limit <= 100:
-            raise _invalid("limit", "This value must be between 1 and 100.", "parameter_invalid_integer")
+        limit = _limit(params)
         type_ = _optional_text(params, "type")
         newest_first = list(reversed(self._customer_cards.get(customer_id, [])))
         matching = [pm for pm in newest_first if type_ is None or pm["type"] == type_]
@@ -513,6 +515,18 @@ class FakeStripe:
             "data": matching[:limit],
             "has_more": len(matching) > limit,
             "url": f"/v1/customers/{customer_id}/payment_methods",
+        }
+
+    def _list_payment_intents(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        limit = _limit(params)
+        customer = _optional_text(params, "customer")
+        newest_first = list(reversed(self._payment_intents.values()))
+        matching = [pi for pi in newest_first if customer is None or pi["customer"] == customer]
+        return 200, {
+            "object": "list",
+            "data": matching[:limit],
+            "has_more": len(matching) > limit,
+            "url": "/v1/payment_intents",
         }
 
     def _check_customer(self, params: Mapping[str, Any]) -> str | None:
@@ -743,6 +757,13 @@ def _integer(params: Mapping[str, Any], name: str, label: str | None = None) -> 
     if not isinstance(value, str) or not re.fullmatch(r"-?[0-9]+", value):
         raise _invalid(label or name, f"Invalid integer: {value}", "parameter_invalid_integer")
     return int(value)
+
+
+def _limit(params: Mapping[str, Any]) -> int:
+    limit = _integer(params, "limit") if "limit" in params else 10
+    if not 1 <= limit <= 100:
+        raise _invalid("limit", "This value must be between 1 and 100.", "parameter_invalid_integer")
+    return limit
 
 
 def _boolean(params: Mapping[str, Any], name: str) -> bool:

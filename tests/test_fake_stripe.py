@@ -234,6 +234,34 @@ def test_a_post_without_a_key_gets_one_from_the_package(
 # -- customers, checkout, routing, auth ------------------------------------------------------
 
 
+def test_payment_intents_are_listed_newest_first_declined_or_not(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    fake.add_customer("cus_2")
+    first = charge(client, "k1")
+    with pytest.raises(stripe.CardError):
+        charge(client, "k2", payment_method=DECLINED)
+    other = charge(client, "k3", customer="cus_2")
+    [declined] = set(fake.payment_intents) - {first.id, other.id}
+
+    mine = client.v1.payment_intents.list(params={"customer": "cus_1"})
+
+    assert isinstance(mine, stripe.ListObject)
+    assert [intent.id for intent in mine.data] == [declined, first.id]
+    assert isinstance(mine.data[0], stripe.PaymentIntent)
+    assert mine.data[0].status == "requires_payment_method"
+    assert mine.data[0].last_payment_error is not None
+    assert mine.data[0].last_payment_error.code == "card_declined"
+    assert mine.data[1].metadata is not None
+    assert mine.data[1].metadata["aibudget_attempt_id"] == "a1"
+    everyone = client.v1.payment_intents.list(params={"limit": 2})
+    assert ([intent.id for intent in everyone.data], everyone.has_more) == ([other.id, declined], True)
+    assert client.v1.payment_intents.list(params={"customer": "cus_nobody"}).data == []
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.payment_intents.list(params={"limit": 101})
+    assert (refused.value.http_status, refused.value.param) == (400, "limit")
+
+
 def test_a_known_customer_has_a_default_payment_method(fake: FakeStripe, client: stripe.StripeClient) -> None:
     fake.add_customer("cus_2", payment_method="pm_card_mastercard")
     fake.add_customer("cus_nocard", payment_method=None)

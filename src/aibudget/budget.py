@@ -59,7 +59,7 @@ from aibudget.notify.delivery import Notifier, Sender
 from aibudget.notify.outbox import Notification
 from aibudget.payments import gateway as payments
 from aibudget.payments import packages, webhooks
-from aibudget.payments.gateway import CheckoutSession, StripeGateway
+from aibudget.payments.gateway import Charge, CheckoutSession, StripeGateway
 from aibudget.payments.packages import Offer
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
 from aibudget.store import waiting
@@ -760,29 +760,51 @@ class Budget:
         try:
             now = self._read(lambda connection: autotopup.get_attempt(connection, attempt.attempt_id))
             if now.status == "pending":
-                self._charge_pending(attempt)
+                self._charge_pending(now)
         finally:
             self._stop_charging(attempt.attempt_id)
 
     def _charge_pending(self, attempt: TopupAttempt) -> None:
+        """Charge a pending top-up with the card kept for it. Its first try chooses the card and
+        commits it with the attempt before anything is sent, so every try sends the same request."""
         gateway = payments.require(self._gateway)
+        attempt_id, practice_id = attempt.attempt_id, attempt.practice_id
+        if attempt.payment_method_id is None:
 
-        def customer(connection: Connection) -> str | None:
-            return accounts.customer_of(connection, attempt.practice_id, rules=self.rules.accounts)
+            def customer(connection: Connection) -> str | None:
+                return accounts.customer_of(connection, practice_id, rules=self.rules.accounts)
 
-        charge = gateway.charge(attempt, customer_id=self._read(customer))
+            chosen = gateway.choose_card(self._read(customer))
+            if isinstance(chosen, Charge):  # no card, or Stripe did not answer: nothing was sent
+                self._book_charge(attempt_id, chosen)
+                return
+            attempt = self._write(
+                lambda connection: autotopup.keep_card(
+                    connection,
+                    attempt_id,
+                    customer_id=chosen.customer_id,
+                    payment_method_id=chosen.payment_method_id,
+                )
+            )  # with the card another process kept first, if one did
+            if attempt.status != "pending":  # decided meanwhile (a webhook)
+                return
+        self._book_charge(attempt_id, gateway.charge(attempt))
+
+    def _book_charge(self, attempt_id: str, charge: Charge) -> None:
+        """Book Stripe's answer to a top-up's charge; a pending one is left to the webhook or the
+        next try."""
         if charge.status == "succeeded":
             assert charge.payment_intent_id is not None
             intent = charge.payment_intent_id
             self._write(
-                lambda connection: autotopup.succeed(connection, attempt.attempt_id, intent, now=self.clock())
+                lambda connection: autotopup.succeed(connection, attempt_id, intent, now=self.clock())
             )
         elif charge.status == "failed":
             code = charge.failure_code or "payment_failed"
             self._write(
                 lambda connection: autotopup.fail(
                     connection,
-                    attempt.attempt_id,
+                    attempt_id,
                     code,
                     payment_intent_id=charge.payment_intent_id,
                     now=self.clock(),
@@ -790,8 +812,8 @@ class Budget:
             )
 
     def charge_unconfirmed_topups(self) -> int:
-        """Charge again, with the same idempotency key, top-ups whose charge never answered (the
-        sweeper runs this); returns how many were handed to the background charger.
+        """Charge again, with the same idempotency key and card, top-ups whose charge never answered
+        (the sweeper runs this); returns how many were handed to the background charger.
 
         The charges run on the pool that charges a settle's top-ups, so the caller never waits for
         Stripe (`close` does). A top-up this process is charging already — its first charge still

@@ -14,6 +14,11 @@ The life of an attempt:
   claim itself is one conditional update of `attempt_in_flight`, so two processes can never both
   win it: at most one attempt per practice is ever in flight.
 - **Charge** (`payments.gateway`, no transaction open): idempotency key derived from the attempt id.
+  The customer and card are chosen once and kept with the attempt (`keep_card`, its own committed
+  transaction) before the first request is sent; every later try sends that same request, so a
+  retry under the key is never refused for other parameters, whatever card was saved meanwhile. A
+  crash between choosing and keeping sent nothing, and the next try chooses afresh; two processes
+  choosing at once both charge the card kept first.
 - **Outcome**: the synchronous answer and the `payment_intent.*` webhooks both call `succeed` or
   `fail`, in whichever order they arrive, as often as they arrive: the grant is unique on the payment
   id, a success is final (a late failure never undoes it), and a confirmed payment is always
@@ -53,12 +58,18 @@ PAUSED, MONTHLY_LIMIT, PENDING = "auto_topup_paused", "auto_topup_monthly_limit"
 COUNTED = ("pending", "succeeded")  # what the monthly caps count
 # a pending attempt this old never got its answer (a crash, a timeout): charge it again, same key
 RECHARGE_AFTER = timedelta(seconds=60)
-# what `topup.failed` tells the practice, by the card's failure code; any other code is a decline
+# Stripe refused the request itself (the customer or card gone): nothing was charged, no card declined
+_REQUEST_REFUSED = texts.N_("Notification: top-up of {amount} refused by the payment provider, paused")
+# what `topup.failed` tells the practice, by failure code; any other code is the card's decline
 _FAILURE_MESSAGES = {
     "authentication_required": texts.N_(
         "Notification: top-up of {amount} for {charge} needs authentication, paused"
     ),
     "no_payment_method": texts.N_("Notification: top-up of {amount} without a payment method, paused"),
+    # the gateway could not tell whether the first request charged: never say that it did not
+    "charge_unconfirmed": texts.N_("Notification: top-up of {amount} for {charge} unconfirmed, paused"),
+    "invalid_request": _REQUEST_REFUSED,
+    "resource_missing": _REQUEST_REFUSED,
 }
 _DECLINED = texts.N_("Notification: top-up of {amount} for {charge} declined, paused")
 
@@ -76,6 +87,8 @@ class TopupAttempt:
     payment_intent_id: str | None
     failure_code: str | None
     grant_id: int | None
+    customer_id: str | None  # the customer and card every try charges, once kept (`keep_card`)
+    payment_method_id: str | None
     created_at: datetime
     closed_at: datetime | None
 
@@ -214,6 +227,23 @@ def get_attempt(connection: Connection, attempt_id: str) -> TopupAttempt:
     if attempt is None:
         raise NotFound(f"no top-up attempt {attempt_id!r}", field="attempt_id")
     return attempt
+
+
+def keep_card(
+    connection: Connection, attempt_id: str, *, customer_id: str, payment_method_id: str
+) -> TopupAttempt:
+    """Keep the customer and card the pending attempt is charged to, unless one is kept already;
+    the attempt as it is now. Commit before the charge is sent: its every try sends what is kept."""
+    connection.execute(
+        update(attempts)
+        .where(
+            attempts.c.attempt_id == attempt_id,
+            attempts.c.status == "pending",
+            attempts.c.payment_method_id.is_(None),
+        )
+        .values(customer_id=customer_id, payment_method_id=payment_method_id)
+    )
+    return get_attempt(connection, attempt_id)
 
 
 def _release_flight(connection: Connection, attempt: TopupAttempt, values: dict[str, Any]) -> None:

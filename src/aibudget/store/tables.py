@@ -354,6 +354,11 @@ topup_attempts = Table(
     Column("payment_intent_id", String(200), unique=True),
     Column("failure_code", String(64)),
     Column("grant_id", Integer, ForeignKey("credit_grants.grant_id")),
+    # what every try of the charge sends, kept (committed) before the first is sent: a retry under
+    # the same idempotency key must repeat the first request exactly, whatever card the customer has
+    # since saved; None until the card is chosen (and on attempts of versions before 0008)
+    Column("customer_id", String(200)),
+    Column("payment_method_id", String(200)),
     Column("created_at", Instant, nullable=False),
     Column("closed_at", Instant),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
