@@ -26,7 +26,7 @@ from aibudget.errors import (
     UnknownModel,
     UnreadableAudio,
 )
-from aibudget.guard import guard
+from aibudget.guard import UnsettledAnswer, guard
 from aibudget.ledger.service import Authorization, UsageEvent
 from aibudget.ledger.verify import Discrepancy
 from aibudget.notify.outbox import Notification
@@ -73,6 +73,7 @@ __all__ = [
     "TopupSettings",
     "UnknownModel",
     "UnreadableAudio",
+    "UnsettledAnswer",
     "Usage",
     "UsageEvent",
     "guard",

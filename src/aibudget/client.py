@@ -20,24 +20,40 @@ Errors are the library's own classes, chosen by the problem's `error_code`, else
     401  Unauthorized                          403  Forbidden / DeviceNotInPractice
     404  NotFound / PaymentsOff                409  Conflict / IdempotencyConflict
     400, 413, 422  InvalidInput / UnknownModel / … with `.field`
-    503  PaymentProviderUnavailable / DatabaseUnavailable (by their codes; safe to retry)
+    503  PaymentProviderUnavailable / DatabaseUnavailable (by their codes)
     anything else (5xx, a proxy's HTML page, a malformed body): UnexpectedResponse(.status)
 
-Transport failures (connection refused, timeouts) are not answers: they propagate as
-`httpx.TransportError`. Every write is idempotent on `request_id`, so retrying it is safe.
+Every write (authorize, settle, void) is idempotent on `request_id`, and reads change nothing, so
+the client sends a call again — the same bytes — when it meets a transient failure: a transport
+error after which the request may or may not have arrived (connection refused or reset, a read,
+write, connect or pool timeout, a connection closed without an answer) or a 502, 503 or 504 answer
+(a server restarting or without its database, a gateway in front of it). A few tries with
+exponential backoff and jitter (`retries`, `backoff`, `max_backoff`; a short `Retry-After` is
+honored); never after any other answer — a 4xx is the server's decision, another 5xx a fault that
+the same request would meet again. When the tries run out, the last failure is raised: the error of
+the last answer, or the `httpx.TransportError`.
+
+A try whose answer was lost may have been taken: the server then answers the next one with its
+first result (200, a replay) — the call's own result, which the client returns as it would have
+returned the first answer, with `replayed` False. `replayed` is True only when no earlier try of
+the call can have been taken: the request id was used by an earlier call.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+import anyio
 import httpx
 
 from aibudget.auth.service import Unauthorized
@@ -98,7 +114,8 @@ class UnexpectedResponse(AibudgetError):
 @dataclass(frozen=True, slots=True)
 class Authorization:
     """A hold, as `POST /v1/authorizations` (or its void) answered. `replayed` is True when the server
-    returned the first result of this request id (200 instead of 201); a void never says. A server
+    returned the first result of this request id (200 instead of 201) to an earlier call — not to a
+    try of this call whose answer was lost (see the module doc); a void never says. A server
     with fail-open on admits a call without a hold while its database is unavailable: status
     `admitted_without_hold`, nothing held, `budget` None."""
 
@@ -203,7 +220,7 @@ def _client_view(body: Json) -> ClientView:
     )
 
 
-def _authorization(status: int, body: Json) -> Authorization:
+def _authorization(replayed: bool, body: Json) -> Authorization:
     try:
         expires_at = datetime.fromisoformat(_get(body, "expires_at", str))
     except ValueError:
@@ -217,12 +234,12 @@ def _authorization(status: int, body: Json) -> Authorization:
         estimate_usd=_usd(body, "estimate_usd"),
         expires_at=expires_at,
         budget=None if body.get("budget") is None else _client_view(_get(body, "budget", dict)),
-        replayed=status == 200,
+        replayed=replayed,
     )
 
 
-def _void(_status: int, body: Json) -> Authorization:
-    return _authorization(201, body)  # a void answers 200 whether it is the first or a replay
+def _void(_replayed: bool, body: Json) -> Authorization:
+    return _authorization(False, body)  # a void answers 200 whether it is the first or a replay
 
 
 def _allocation(part: object) -> Allocation:
@@ -235,7 +252,7 @@ def _allocation(part: object) -> Allocation:
     )
 
 
-def _usage_event(status: int, body: Json) -> UsageEvent:
+def _usage_event(replayed: bool, body: Json) -> UsageEvent:
     return UsageEvent(
         event_id=_get(body, "event_id", int),
         request_id=_get(body, "request_id", str),
@@ -249,11 +266,11 @@ def _usage_event(status: int, body: Json) -> UsageEvent:
         price_version=_optional(body, "price_version", str),
         allocations=tuple(_allocation(part) for part in _get(body, "allocations", list)),
         budget=_client_view(_get(body, "budget", dict)),
-        replayed=status == 200,
+        replayed=replayed,
     )
 
 
-def _operator_view(_status: int, body: Json) -> OperatorView:
+def _operator_view(_replayed: bool, body: Json) -> OperatorView:
     topup = _optional(body, "auto_topup", dict) or {}
     return OperatorView(
         practice_id=_get(body, "practice_id", str),
@@ -309,6 +326,16 @@ def _error(status: int, body: Json | None, text: str) -> AibudgetError:
     return error
 
 
+def _json_object(content_type: str, content: bytes) -> Json | None:
+    if "json" not in content_type.lower():
+        return None
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def _json_value(value: object) -> object:
     if isinstance(value, Decimal):
         return str(value)
@@ -321,7 +348,7 @@ class _Call(Generic[T]):
 
     method: str
     path: str
-    read: Callable[[int, Json], T]
+    read: Callable[[bool, Json], T]  # (replayed, body) -> result
     body: Json | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -336,21 +363,19 @@ class _Call(Generic[T]):
         json_header = {} if self.body is None else {"Content-Type": "application/json"}
         return {**json_header, **self.headers}
 
-    def answer(self, status: int, content_type: str, content: bytes) -> T:
-        """The result of a 2xx answer; otherwise raises the error it stands for."""
-        body: Json | None = None
-        if "json" in content_type.lower():
-            try:
-                parsed = json.loads(content)
-            except ValueError:
-                parsed = None
-            body = parsed if isinstance(parsed, dict) else None
+    def answer(self, status: int, content_type: str, content: bytes, *, own_replay: bool = False) -> T:
+        """The result of a 2xx answer; otherwise raises the error it stands for.
+
+        A 200 to a write is the server's replay of the request id's first result (`replayed`), unless
+        `own_replay`: an earlier attempt of this same call may have been taken, and its result is
+        what comes back."""
+        body = _json_object(content_type, content)
         if not 200 <= status < 300:
             raise _error(status, body, content.decode(errors="replace"))
         if body is None:
             raise UnexpectedResponse(f"HTTP {status} without a JSON object body", status=status)
         try:
-            return self.read(status, body)
+            return self.read(status == 200 and not own_replay, body)
         except _Malformed as malformed:
             raise UnexpectedResponse(
                 f"HTTP {status} with a malformed body: {malformed}", status=status
@@ -410,11 +435,97 @@ def _void_call(*, request_id: str, practice_id: str | None) -> _Call[Authorizati
 
 def _budget_call(*, locale: str | None) -> _Call[ClientView]:
     headers = {} if locale is None else {"Accept-Language": locale}
-    return _Call("GET", "/v1/budget", lambda _status, body: _client_view(body), headers=headers)
+    return _Call("GET", "/v1/budget", lambda _replayed, body: _client_view(body), headers=headers)
 
 
 def _operator_view_call(practice_id: str) -> _Call[OperatorView]:
     return _Call("GET", f"/v1/practices/{_segment(practice_id)}/budget", _operator_view)
+
+
+# retrying
+
+# failures after which the request may or may not have reached the server: sent again
+_TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# of those, the ones that came before anything was sent: no connection was made
+_UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# a server restarting, overloaded or without its database; a gateway in front of it
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+# the 503s of the aibudget server that say nothing of the request was recorded
+_RECORDED_NOTHING = frozenset({DatabaseUnavailable.code, PaymentProviderUnavailable.code})
+
+
+def _retry_after(value: str | None) -> float | None:
+    """The seconds a `Retry-After` header asks to wait (delay-seconds or an HTTP date); None if it is
+    absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """How often and when a call is sent again after a transient failure (see `BudgetClient`)."""
+
+    retries: int
+    backoff: float
+    max_backoff: float
+
+    def __post_init__(self) -> None:
+        for name in ("retries", "backoff", "max_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not 0 <= value < float("inf"):
+                raise InvalidInput(f"{name}: {value!r} must be a finite number >= 0", field=name)
+
+    def wait(self, failed: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next try of a call that failed `failed + 1` times, the last one
+        with an answer that said `Retry-After`; None: give up. The wait doubles from `backoff` up to
+        `max_backoff`, jittered (half to all of it) so that clients cut off together do not come back
+        together; a `Retry-After` up to `max_backoff` is waited at least, a longer one gives up."""
+        if failed >= self.retries or (retry_after is not None and retry_after > self.max_backoff):
+            return None
+        doubled = self.backoff * 2.0 ** min(failed, 64)  # no float overflow with many retries
+        delay: float = min(doubled, self.max_backoff) * random.uniform(0.5, 1.0)
+        return delay if retry_after is None else max(delay, retry_after)
+
+
+class _Tries:
+    """The tries of one call: after each failure, whether and when to send it again; and whether an
+    earlier try may have been taken by the server, so that a 200 may be the replay of its own result."""
+
+    def __init__(self, retry: _Retry) -> None:
+        self._retry, self._failed = retry, 0
+        self.maybe_taken = False
+
+    def after_error(self, error: httpx.TransportError) -> float | None:
+        """Seconds to wait before sending again after `error`; None: raise it."""
+        if not isinstance(error, _TRANSIENT_ERRORS):
+            return None  # a bad URL, a local protocol error: the same again would fail the same
+        return self._again(taken=not isinstance(error, _UNSENT_ERRORS), retry_after=None)
+
+    def after_answer(self, response: httpx.Response) -> float | None:
+        """Seconds to wait before sending again after `response`; None: it is the answer."""
+        if response.status_code not in _TRANSIENT_STATUSES:
+            return None
+        body = _json_object(response.headers.get("content-type", ""), response.content) or {}
+        code = body.get("error_code")
+        nothing = response.status_code == 503 and isinstance(code, str) and code in _RECORDED_NOTHING
+        return self._again(taken=not nothing, retry_after=_retry_after(response.headers.get("retry-after")))
+
+    def _again(self, *, taken: bool, retry_after: float | None) -> float | None:
+        wait = self._retry.wait(self._failed, retry_after)
+        if wait is not None:
+            self._failed += 1
+            self.maybe_taken = self.maybe_taken or taken
+        return wait
 
 
 def _client_options(api_key: str, device_id: str | None, timeout: float, base_url: str) -> Json:
@@ -431,7 +542,14 @@ class BudgetClient:
     """The API over one pooled, thread-safe `httpx.Client`; use it as a context manager or `close()` it.
 
     `api_key` is sent as `Authorization: Bearer`; `device_id`, when set, as `X-Device-Id` on every
-    request (the desktop's installation). `transport` swaps the network, e.g. `httpx.MockTransport`.
+    request (the desktop's installation). `timeout` (seconds) is for each try. `transport` swaps the
+    network, e.g. `httpx.MockTransport`.
+
+    A call that meets a transient failure (see the module doc) is sent again, with the same request
+    id, up to `retries` more times: after `backoff` seconds, doubled each time up to `max_backoff`,
+    jittered (half to all of it); an answer's `Retry-After` up to `max_backoff` is waited at least,
+    a longer one ends the tries. The defaults try 4 times within about 3.5 s plus the tries' own
+    time; `retries=0` sends each call once.
     """
 
     def __init__(
@@ -442,16 +560,32 @@ class BudgetClient:
         device_id: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 4.0,
     ) -> None:
+        self._retry = _Retry(retries, backoff, max_backoff)
         self._http = httpx.Client(
             **_client_options(api_key, device_id, timeout, base_url), transport=transport
         )
 
     def _send(self, call: _Call[T]) -> T:
-        response = self._http.request(
-            call.method, call.path, content=call.content, headers=call.request_headers
-        )
-        return call.answer(response.status_code, response.headers.get("content-type", ""), response.content)
+        tries = _Tries(self._retry)
+        while True:
+            try:
+                response = self._http.request(
+                    call.method, call.path, content=call.content, headers=call.request_headers
+                )
+            except httpx.TransportError as error:
+                wait = tries.after_error(error)
+                if wait is None:
+                    raise
+            else:
+                wait = tries.after_answer(response)
+                if wait is None:
+                    return call.answer(response.status_code, response.headers.get("content-type", ""),
+                                       response.content, own_replay=tries.maybe_taken)  # fmt: skip
+            time.sleep(wait)
 
     def authorize(
         self,
@@ -529,7 +663,8 @@ class BudgetClient:
 
 
 class AsyncBudgetClient:
-    """`BudgetClient` for asyncio, over one `httpx.AsyncClient`: the same methods, awaited; `aclose()`."""
+    """`BudgetClient` for asyncio (or trio), over one `httpx.AsyncClient`: the same methods and
+    options, awaited; `aclose()`."""
 
     def __init__(
         self,
@@ -539,15 +674,31 @@ class AsyncBudgetClient:
         device_id: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 4.0,
     ) -> None:
+        self._retry = _Retry(retries, backoff, max_backoff)
         options = _client_options(api_key, device_id, timeout, base_url)
         self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def _send(self, call: _Call[T]) -> T:
-        response = await self._http.request(
-            call.method, call.path, content=call.content, headers=call.request_headers
-        )
-        return call.answer(response.status_code, response.headers.get("content-type", ""), response.content)
+        tries = _Tries(self._retry)
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method, call.path, content=call.content, headers=call.request_headers
+                )
+            except httpx.TransportError as error:
+                wait = tries.after_error(error)
+                if wait is None:
+                    raise
+            else:
+                wait = tries.after_answer(response)
+                if wait is None:
+                    return call.answer(response.status_code, response.headers.get("content-type", ""),
+                                       response.content, own_replay=tries.maybe_taken)  # fmt: skip
+            await anyio.sleep(wait)
 
     async def authorize(
         self,

@@ -19,10 +19,23 @@ would pay the provider for an answer the ledger has settled already. A chat stre
 usage chunk, which is taken out again when the caller did not ask for it. A call that raises is
 voided and recorded as an `error`. A stream is settled when it is exhausted or closed (use it as a
 context manager, or close it): a stream closed early is charged by an estimate from the text streamed
-so far; a stream never read nor closed is never settled (its hold expires, uncharged). With a
-`Budget` as the gate, an answer that arrives while its database is unavailable is returned all the
-same and its settle kept until the database takes it (`Budget.settle_or_keep`): the provider is paid
-already, and an error would only make the caller pay it twice.
+so far; a stream never read nor closed is never settled (its hold expires, uncharged).
+
+An answered call is paid to the provider: its answer is never lost, and its cost is either charged
+or explicitly not. With a `Budget` as the gate, an answer that arrives while its database is
+unavailable is returned all the same and its settle kept until the database takes it
+(`Budget.settle_or_keep`). With a `BudgetClient` or `AsyncBudgetClient` as the gate, the client sends
+an authorize, settle or void again with the same request id when it meets a transient failure (the
+server restarting, a connection refused or reset, a timeout, a 502, 503 or 504), and the server
+answers a repeated one with its first result: charged once, however many tries it took. An answered
+call whose settle fails all the same — the server stays away longer than the client tries, or
+refuses the settle — raises `UnsettledAnswer`: the provider's answer is in `.answer` (for a stream,
+raised where it settles, at its end or close, after the events it delivered), `.request_id` names
+the call for reconciliation, and `gate.settle(**error.settlement)` posts the charge later
+(idempotent; the server takes a settle after the hold expired). Until then the call's hold expires
+uncharged. Neither a silent answer nor a bare error: the first would leave the vendor paying a call
+no ledger knows of, the second would make the caller pay the provider again for an answer it had.
+A `Budget` gate raises `UnsettledAnswer` only when a settle can be neither posted nor kept.
 
 Refused with a `TypeError` naming the guarded way, since they reach the provider past the gate:
 `with_raw_response` and `with_streaming_response` (on the client, `chat`, `beta` and the guarded
@@ -50,7 +63,7 @@ from typing import Any
 
 import anyio
 
-from aibudget.errors import Conflict
+from aibudget.errors import AibudgetError, Conflict
 from aibudget.proxy import usage
 from aibudget.proxy.usage import SettleUsage, StreamTally
 
@@ -60,6 +73,39 @@ _READ: dict[str, Callable[[dict[str, Any]], SettleUsage]] = {
 # ways of the openai package to the provider that would pass the gate (see module doc)
 _RAW = frozenset({"with_raw_response", "with_streaming_response"})
 _UNGUARDED = _RAW | {"parse", "stream", "compact", "connect"}
+
+
+class UnsettledAnswer(AibudgetError):
+    """The provider answered a guarded call, and the gate could not settle it (see module doc).
+
+    `answer` is the provider's answer (None for a stream: the caller has read its events),
+    `request_id` and `practice_id` name the call for reconciliation, and `settlement` is what the
+    settle was asked: `gate.settle(**error.settlement)` posts it once the gate is back (idempotent on
+    the request id, and taken after the hold expired too). The settle's own error is `__cause__`.
+    """
+
+    code = "ANSWER_NOT_SETTLED"
+    http_status = 503
+    title = "Answered call not settled"
+
+    def __init__(self, answer: Any, settlement: dict[str, Any], failure: Exception) -> None:
+        self.answer = answer
+        self.settlement = settlement
+        self.request_id: str = settlement["request_id"]
+        self.practice_id: str | None = settlement["practice_id"]
+        super().__init__(
+            f"the provider answered call {self.request_id!r} but its settle failed "
+            f"({type(failure).__name__}: {failure}); the answer is in .answer, and "
+            "gate.settle(**error.settlement) posts the charge later — until then the call is not charged"
+        )
+
+
+def _settle_answered(gate: Any, answer: Any, settlement: dict[str, Any]) -> None:
+    """Settle an answered call; `UnsettledAnswer` (carrying the answer) if that fails."""
+    try:
+        getattr(gate, _served(gate))(**settlement)
+    except Exception as failure:  # whatever it is, the provider is paid: keep the answer with the error
+        raise UnsettledAnswer(answer, settlement, failure) from failure
 
 
 def _refused(path: str, name: str, instead: str) -> TypeError:
@@ -153,11 +199,12 @@ class GuardedStream:
             self.close()
 
     def close(self) -> None:
-        """Close the provider stream and settle: by the usage if it came, else by an estimate."""
+        """Close the provider stream and settle: by the usage if it came, else by an estimate;
+        `UnsettledAnswer` if the settle fails."""
         if not self._settled:
             self._settled = True
             self._stream.close()
-            getattr(self._gate, _served(self._gate))(**self._call.of_stream(self._tally))
+            _settle_answered(self._gate, None, self._call.of_stream(self._tally))
 
     def __enter__(self) -> GuardedStream:
         return self
@@ -215,7 +262,11 @@ class AsyncGuardedStream:
 
     async def _close(self) -> None:
         await self._stream.close()
-        await self._gate(self._settle, **self._call.of_stream(self._tally))
+        settlement = self._call.of_stream(self._tally)
+        try:
+            await self._gate(self._settle, **settlement)
+        except Exception as failure:  # as `_settle_answered`
+            raise UnsettledAnswer(None, settlement, failure) from failure
 
     async def __aenter__(self) -> AsyncGuardedStream:
         return self
@@ -248,7 +299,7 @@ class _Guarded:
             raise
         if call.streaming:
             return GuardedStream(self._gate, call, answer)
-        getattr(self._gate, _served(self._gate))(**call.of_answer(answer))
+        _settle_answered(self._gate, answer, call.of_answer(answer))
         return answer
 
 
@@ -270,8 +321,15 @@ class _AsyncGuarded(_Guarded):
             raise
         if call.streaming:
             return AsyncGuardedStream(self._ask, _served(self._gate), call, answer)
-        await _to_the_end(self._ask(_served(self._gate), **call.of_answer(answer)))
+        await _to_the_end(self._settle_answered(answer, call.of_answer(answer)))
         return answer
+
+    async def _settle_answered(self, answer: Any, settlement: dict[str, Any]) -> None:
+        """`_settle_answered`, awaited."""
+        try:
+            await self._ask(_served(self._gate), **settlement)
+        except Exception as failure:  # as `_settle_answered`
+            raise UnsettledAnswer(answer, settlement, failure) from failure
 
     async def _failed(self, call: _Call, error: BaseException) -> None:
         await self._ask("void", request_id=call.request_id, practice_id=call.practice_id)
