@@ -216,3 +216,41 @@ def test_the_async_guard_raises_the_answer_it_could_not_settle(
         "a-plain": "success", "a-stream": "success",
     }  # fmt: skip
     assert held == 0
+
+
+def test_a_provider_error_reaches_the_caller_even_when_the_hold_cannot_be_released(
+    server: Server, practice: Practice, upstream: FakeOpenAI, gateway: Gateway
+) -> None:
+    """The provider fails while the budget server is away: the caller gets the provider's error, not
+    the gate's, with a note that the hold expires by itself; nothing is charged."""
+    sent_once = ("reset",) * (QUICK["retries"] + 1)
+    upstream.fail_next(2, 500)
+    gateway.fail("POST /v1/authorizations/sync-1/void", *sent_once)
+    gateway.fail("POST /v1/authorizations/async-1/void", *sent_once)
+
+    with (
+        openai.OpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key, max_retries=0) as provider,
+        BudgetClient(gateway.url, practice.key, **QUICK) as gate,
+        pytest.raises(openai.InternalServerError) as failed,
+    ):
+        guard(provider, gate).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                      request_id="sync-1")  # fmt: skip
+
+    async def failing() -> None:
+        async with (
+            openai.AsyncOpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key,
+                               max_retries=0) as provider,
+            AsyncBudgetClient(gateway.url, practice.key, **QUICK) as gate,
+        ):  # fmt: skip
+            await guard(provider, gate).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                                request_id="async-1")  # fmt: skip
+
+    with pytest.raises(openai.InternalServerError) as failed_async:
+        asyncio.run(failing())
+    for error, request_id in ((failed.value, "sync-1"), (failed_async.value, "async-1")):
+        [note] = error.__notes__
+        assert f"hold of call {request_id!r} could not be released" in note
+        assert "nothing was charged" in note
+    events, held = calls(server, practice)
+    assert events == {}  # neither voided nor recorded: the holds expire by themselves
+    assert held > 0

@@ -17,9 +17,11 @@ the provider reported. A request id is for one call: one that was held before (i
 or failed) raises `Conflict` before the provider is called, as the proxy answers 409 — calling it
 would pay the provider for an answer the ledger has settled already. A chat stream is asked for its
 usage chunk, which is taken out again when the caller did not ask for it. A call that raises is
-voided and recorded as an `error`. A stream is settled when it is exhausted or closed (use it as a
-context manager, or close it): a stream closed early is charged by an estimate from the text streamed
-so far; a stream never read nor closed is never settled (its hold expires, uncharged).
+voided and recorded as an `error`; the provider's error goes on to the caller even when the gate
+cannot take those (a note on it says so, and the hold expires by itself). A stream is settled when
+it is exhausted or closed (use it as a context manager, or close it): a stream closed early is
+charged by an estimate from the text streamed so far; a stream never read nor closed is never
+settled (its hold expires, uncharged).
 
 An answered call is paid to the provider: its answer is never lost, and its cost is either charged
 or explicitly not. With a `Budget` as the gate, an answer that arrives while its database is
@@ -56,12 +58,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from functools import partial
 from typing import Any
 
 import anyio
+import httpx
 
 from aibudget.errors import AibudgetError, Conflict
 from aibudget.proxy import usage
@@ -73,6 +77,9 @@ _READ: dict[str, Callable[[dict[str, Any]], SettleUsage]] = {
 # ways of the openai package to the provider that would pass the gate (see module doc)
 _RAW = frozenset({"with_raw_response", "with_streaming_response"})
 _UNGUARDED = _RAW | {"parse", "stream", "compact", "connect"}
+log = logging.getLogger(__name__)
+# how a gate says it could not do a call: its answer (a `Budget`'s or the server's), or no answer
+_GATE_FAILURES = (AibudgetError, httpx.TransportError)
 
 
 class UnsettledAnswer(AibudgetError):
@@ -106,6 +113,17 @@ def _settle_answered(gate: Any, answer: Any, settlement: dict[str, Any]) -> None
         getattr(gate, _served(gate))(**settlement)
     except Exception as failure:  # whatever it is, the provider is paid: keep the answer with the error
         raise UnsettledAnswer(answer, settlement, failure) from failure
+
+
+def _released(error: BaseException, call: _Call, failure: Exception) -> None:
+    """The gate could not void and record a call the provider failed: the provider's `error` goes on,
+    with a note; nothing was charged, and the hold expires by itself."""
+    log.warning("the hold of failed call %r could not be released (%s); it expires", call.request_id,
+                type(failure).__name__)  # fmt: skip
+    error.add_note(
+        f"aibudget: the hold of call {call.request_id!r} could not be released "
+        f"({type(failure).__name__}: {failure}); nothing was charged, and the hold expires by itself"
+    )
 
 
 def _refused(path: str, name: str, instead: str) -> TypeError:
@@ -294,8 +312,11 @@ class _Guarded:
         try:
             answer = self._resource.create(**call.body)
         except BaseException as error:
-            self._gate.void(request_id=call.request_id, practice_id=call.practice_id)
-            self._gate.settle(**call.of_failure(error))
+            try:
+                self._gate.void(request_id=call.request_id, practice_id=call.practice_id)
+                self._gate.settle(**call.of_failure(error))
+            except _GATE_FAILURES as failure:  # the provider's error is the caller's answer, not the gate's
+                _released(error, call, failure)
             raise
         if call.streaming:
             return GuardedStream(self._gate, call, answer)
@@ -332,8 +353,11 @@ class _AsyncGuarded(_Guarded):
             raise UnsettledAnswer(answer, settlement, failure) from failure
 
     async def _failed(self, call: _Call, error: BaseException) -> None:
-        await self._ask("void", request_id=call.request_id, practice_id=call.practice_id)
-        await self._ask("settle", **call.of_failure(error))
+        try:
+            await self._ask("void", request_id=call.request_id, practice_id=call.practice_id)
+            await self._ask("settle", **call.of_failure(error))
+        except _GATE_FAILURES as failure:  # as in `_Guarded.create`
+            _released(error, call, failure)
 
 
 class _Namespace:
