@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from aibudget import Budget, Settings
 from tests.api.conftest import Server, start_server, stop_server
+from tests.fake_openai import FakeOpenAI
 
 pytest_plugins = ["tests.databases"]
 
@@ -113,3 +115,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, server_database: str | None
         yield started
     finally:
         stop_server(started)
+
+
+# a fake OpenAI upstream, and the `openai` package's client of it
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def provider(upstream: FakeOpenAI) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key, max_retries=0) as client:
+        yield client

@@ -7,7 +7,7 @@ before the provider is called."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,18 +30,6 @@ from tests.test_client import open_practice as open_served_practice
 
 START, END = 1793491200, 1796083200  # November 2026; the test clock is in it
 MESSAGES = [{"role": "user", "content": "Bitte einen kurzen Brief an Frau Muster wegen des Termins."}]
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def provider(upstream: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key, max_retries=0) as client:
-        yield client
 
 
 @pytest.fixture

@@ -34,18 +34,6 @@ QUICK = {"retries": 3, "backoff": 0.01, "max_backoff": 0.05}
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def provider(upstream: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{upstream.url}/v1", api_key=upstream.api_key, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
 def gateway(server: Server) -> Iterator[Gateway]:
     with Gateway(server.url) as opened:
         yield opened
