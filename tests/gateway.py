@@ -21,7 +21,7 @@ import struct
 import threading
 from collections import Counter, defaultdict, deque
 
-from tests.api.conftest import free_port
+from tests.relay import Relay
 
 Fault = str | int
 REQUEST_LINE = re.compile(rb"([A-Z]+) (/[^ ?]*)\S* HTTP/1\.[01]\r\n")
@@ -46,39 +46,20 @@ def _page(status: int, retry_after: str | None) -> bytes:
     return f"{head}Connection: close\r\n\r\n{page}".encode()
 
 
-class Gateway:
+class Gateway(Relay):
     """Forwards TCP connections from `url` to `target`, with the faults asked for (see module doc)."""
 
     def __init__(self, target: str) -> None:
         host, port = target.removeprefix("http://").rsplit(":", 1)
-        self.target = (host, int(port))
-        self.port = free_port()
+        super().__init__((host, int(port)))
         self.url = f"http://127.0.0.1:{self.port}"
         self.seen: Counter[str] = Counter()
         self._faults: defaultdict[str, deque[tuple[Fault, str | None]]] = defaultdict(deque)
-        self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
 
     def fail(self, request: str, *faults: Fault, retry_after: str | None = None) -> None:
         """Meet the next requests with the line `request` (`"POST /v1/usage"`) with `faults`, in turn."""
         with self._lock:
             self._faults[request].extend((fault, retry_after) for fault in faults)
-
-    def start(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        if self._listener is None:
-            return
-        _cut(self._listener)
-        self._listener = None
-        with self._lock:
-            cut, self._sockets = self._sockets, set()
-        for end in cut:
-            _cut(end)
 
     def __enter__(self) -> Gateway:
         self.start()
@@ -87,22 +68,10 @@ class Gateway:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:  # the listener was closed: stopped
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:  # the server is away: so is the connection
-                _cut(client, reset=True)
-                continue
-            with self._lock:
-                self._sockets |= {client, upstream}
-            lose = threading.Event()  # the answer to the request in flight is to be lost
-            threading.Thread(target=self._requests, args=(client, upstream, lose), daemon=True).start()
-            threading.Thread(target=self._answers, args=(upstream, client, lose), daemon=True).start()
+    def _join(self, client: socket.socket, upstream: socket.socket) -> None:
+        lose = threading.Event()  # the answer to the request in flight is to be lost
+        threading.Thread(target=self._requests, args=(client, upstream, lose), daemon=True).start()
+        threading.Thread(target=self._answers, args=(upstream, client, lose), daemon=True).start()
 
     def _next_fault(self, data: bytes) -> tuple[Fault, str | None] | None:
         line = REQUEST_LINE.match(data)
