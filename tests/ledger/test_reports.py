@@ -83,3 +83,22 @@ def test_a_bad_filter_names_its_field(calls: Budget, filters: dict[str, Any], fi
     with pytest.raises(InvalidInput) as refused:
         calls.usage_report("p1", **filters)
     assert refused.value.field == field
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t"])
+def test_no_csv_cell_a_caller_named_reads_as_a_formula_whatever_the_list_separator(
+    budget: Budget, separator: str
+) -> None:
+    """Excel splits a CSV on the list separator of its region (`;` in de-CH, fr-CH): a caller's text
+    cell is one cell there too, and never starts a formula."""
+    open_practice(budget, included_usd="1")
+    for request_id, model in (("r1", "gpt;=cmd|' /C calc'!A0;"), ("r2;=1+1;@SUM(A1)", "-2+3")):
+        budget.settle(practice_id="p1", request_id=request_id, model=model, input_tokens=10)
+
+    text = render.to_csv(budget.usage_report("p1"))
+
+    rows = list(csv.reader(io.StringIO(text), delimiter=separator))
+    assert [cell for row in rows for cell in row if cell.startswith(("=", "+", "-", "@"))] == []
+    [r2, r1] = csv.DictReader(io.StringIO(text))  # the comma reading keeps the values, guarded
+    assert (r1["request_id"], r1["model"]) == ("r1", "gpt;'=cmd|' /C calc'!A0;")
+    assert (r2["request_id"], r2["model"]) == ("r2;'=1+1;'@SUM(A1)", "'-2+3")

@@ -6,13 +6,16 @@ the range in the practice's timezone), counts and tokens integers. Nothing here 
 
 CSV has a header row and one row per event or group. A text cell that a spreadsheet would read as a
 formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) is prefixed with `'`: model names
-and request ids come from callers, and an operator opens the file in Excel.
+and request ids come from callers, and an operator opens the file in Excel. So is each part of it
+after a `;` or a tab: Excel splits on its region's list separator (`;` in de-CH and fr-CH) and
+takes a quote for quoting only at the start of such a part, so `gpt;=cmd` would give a cell `=cmd`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +35,7 @@ TOTALS_COLUMNS = (
     "cached_input_tokens", "output_tokens", "input_audio_tokens", "audio_seconds",
 )  # fmt: skip
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PART_FORMULA = re.compile(r"(?<=[;\t])(?=[=+\-@\t\r])")  # where a part after `;` or a tab would start one
 
 
 def columns(group_by: GroupBy | None) -> tuple[str, ...]:
@@ -124,9 +128,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    if isinstance(value, str) and text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
+    if not isinstance(value, str):
+        return text
+    text = _PART_FORMULA.sub("'", text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def to_csv(report: UsageReport) -> str:
