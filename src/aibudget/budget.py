@@ -951,6 +951,17 @@ class Budget:
             )
         )
 
+    def resend_notifications(
+        self, *, notification_id: str | None = None, practice_id: str | None = None
+    ) -> int:
+        """Send failed notifications again — the one named, else every failed one (of a practice) —
+        with a new round of attempts from the next delivery pass; how many (see `outbox.resend`)."""
+        return self._write(
+            lambda connection: outbox.resend(
+                connection, now=self.clock(), notification_id=notification_id, practice_id=practice_id
+            )
+        )
+
     def _notify_sender(self) -> Sender:
         with self._sender_lock:
             if self._sender is None:

@@ -102,8 +102,40 @@ def test_deliver_without_a_notify_url_or_its_secret_exits_2(
     assert receiver.received == []
 
 
+def test_resend_gives_failed_notifications_a_new_round_of_attempts(
+    aibudget: Aibudget, queued: str, receiver: Receiver
+) -> None:
+    """A receiver away longer than the attempts last: the notifications fail; once it is back, the
+    operator sends them again and each arrives once."""
+    env = {"AIBUDGET_DATABASE_URL": queued, "AIBUDGET_NOTIFY_URL": receiver.url,
+           "AIBUDGET_NOTIFY_SECRET": SECRET, "AIBUDGET_NOTIFY_MAX_ATTEMPTS": "1"}  # fmt: skip
+    receiver.fail(2)
+    assert aibudget("notifications", "deliver", **env).stdout == "0 notification(s) delivered; 0 pending\n"
+    failed = json.loads(
+        aibudget("notifications", "list", "--status", "failed", "--format", "json", **env).stdout
+    )
+    [of_p1] = [row["notification_id"] for row in failed if row["practice_id"] == "p1"]
+
+    pending_one = aibudget("notifications", "resend", of_p1, **env)
+    again_one = aibudget("notifications", "resend", of_p1, **env)
+    unknown = aibudget("notifications", "resend", "ntf_nobody", **env)
+    of_p2 = aibudget("notifications", "resend", "--practice", "p2", **env)
+    delivered = aibudget("notifications", "deliver", **env)
+
+    assert pending_one.stdout.startswith("1 notification(s) due again"), pending_one.stderr
+    assert (again_one.code, unknown.code) == (2, 2)
+    assert "is pending: only a failed one is sent again" in again_one.message
+    assert "ntf_nobody" in unknown.message
+    assert of_p2.stdout.startswith("1 notification(s) due again"), of_p2.stderr
+    assert delivered.stdout == "2 notification(s) delivered; 0 pending\n", delivered.stderr
+    assert sorted(request.json()["practice_id"] for request in receiver.received[2:]) == ["p1", "p2"]
+    listed = json.loads(aibudget("notifications", "list", "--format", "json", **env).stdout)
+    assert [(row["status"], row["attempts"]) for row in listed] == [("delivered", 1), ("delivered", 1)]
+    assert aibudget("notifications", "resend", **env).stdout.startswith("0 notification(s) due again")
+
+
 def test_every_command_has_help_with_an_example(aibudget: Aibudget) -> None:
-    for command in ("list", "deliver"):
+    for command in ("list", "deliver", "resend"):
         done = aibudget("notifications", command, "--help")
         assert done.code == 0, done.stderr
         assert "Example:" in done.stdout

@@ -1,5 +1,6 @@
-"""`aibudget notifications list` and `deliver`: the log of notifications sent to the vendor's backend,
-and one delivery pass by hand (the server delivers on its own every `notify_interval_seconds`)."""
+"""`aibudget notifications list`, `deliver` and `resend`: the log of notifications sent to the vendor's
+backend, one delivery pass by hand (the server delivers on its own every `notify_interval_seconds`),
+and failed ones sent again."""
 
 from __future__ import annotations
 
@@ -66,3 +67,22 @@ def deliver(ctx: typer.Context) -> None:
         pending = len(budget.notifications(status="pending", limit=MAX_LIMIT))
     more = "+" if pending == MAX_LIMIT else ""
     typer.echo(f"{delivered} notification(s) delivered; {pending}{more} pending")
+
+
+@notifications_app.command(
+    "resend",
+    epilog="Example: aibudget notifications resend --practice praxis-muster   (or: resend ntf_…)",
+)
+def resend(
+    ctx: typer.Context,
+    notification_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="The failed notification; all failed ones without it."),
+    ] = None,
+    practice: Annotated[str | None, typer.Option(metavar="ID", help="Only this practice's.")] = None,
+) -> None:
+    """Send failed notifications again, with a new round of attempts, from the next delivery pass."""
+    with open_budget(ctx, {"practice_id": "--practice", "notification_id": "ID"}) as budget:
+        count = budget.resend_notifications(notification_id=notification_id, practice_id=practice)
+    typer.echo(f"{count} notification(s) due again: the server sends them in its next pass "
+               "(or run 'aibudget notifications deliver')")  # fmt: skip

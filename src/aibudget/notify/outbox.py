@@ -11,7 +11,8 @@ What can never happen:
 - an attempt counted twice: an outcome is recorded only while the row is still `pending` at the
   attempt count the sender read (`record_attempt`), so two processes delivering at once count one.
 
-A row goes `pending` → `delivered` (a 2xx answer) or, after the last allowed attempt, `failed`.
+A row goes `pending` → `delivered` (a 2xx answer) or, after the last allowed attempt, `failed`; an
+operator sends a failed one again (`resend`): `pending` once more, with a new round of attempts.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Connection, Row, select, update
 
 from aibudget.accounts import service as accounts
-from aibudget.errors import InvalidInput
+from aibudget.errors import Conflict, InvalidInput, NotFound
 from aibudget.store import tables
 from aibudget.store.dialect import insert_if_absent
+from aibudget.store.sql import Statement
 
 notifications = tables.notifications
 
@@ -125,6 +127,16 @@ def enqueue(
     return insert_if_absent(connection, notifications, ["dedupe_key"], values) is not None
 
 
+_PRESENT = Statement("SELECT 1 FROM notifications WHERE dedupe_key = :dedupe_key")
+
+
+def present(connection: Connection, dedupe_key: str) -> bool:
+    """Whether a notification with `dedupe_key` is in the outbox. One index probe, hand-written (a
+    settle asks it every time it leaves a period past a threshold): a caller looks before building a
+    notification that `enqueue` would keep out anyway — `enqueue` alone keeps it to once."""
+    return _PRESENT.one(connection, {"dedupe_key": dedupe_key}) is not None
+
+
 def list_notifications(
     connection: Connection,
     *,
@@ -154,6 +166,34 @@ def get_notification(connection: Connection, notification_id: str) -> Notificati
         select(notifications).where(notifications.c.notification_id == notification_id)
     ).first()
     return None if row is None else _notification(row)
+
+
+def resend(
+    connection: Connection,
+    *,
+    now: datetime,
+    notification_id: str | None = None,
+    practice_id: str | None = None,
+) -> int:
+    """Make failed notifications due again now, with a new round of attempts (the log keeps the last
+    answer until the next one): the one named, else every failed one (of `practice_id`, if given);
+    how many. `NotFound` for an unknown id, `Conflict` for one that has not failed."""
+    query = update(notifications).where(notifications.c.status == "failed")
+    if notification_id is not None:
+        found = get_notification(connection, notification_id)
+        if found is None:
+            raise NotFound(f"no notification with id {notification_id!r}", field="notification_id")
+        if found.status != "failed":
+            raise Conflict(
+                f"notification {notification_id!r} is {found.status}: only a failed one is sent again",
+                field="notification_id",
+            )
+        query = query.where(notifications.c.notification_id == notification_id)
+    if practice_id is not None:
+        accounts.get_practice(connection, practice_id)
+        query = query.where(notifications.c.practice_id == practice_id)
+    updated = connection.execute(query.values(status="pending", attempts=0, next_attempt_at=now))
+    return updated.rowcount
 
 
 def due(connection: Connection, *, now: datetime, limit: int = 50) -> list[Notification]:
