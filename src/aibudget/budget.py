@@ -920,16 +920,22 @@ class Budget:
     def sign_in(self, admin_key: str) -> AdminSession:
         """A dashboard session for an admin key (`Unauthorized` for any other key); the key is not kept."""
         principal = self.authenticate(admin_key)
-        return self._write(lambda connection: sessions.open_session(connection, principal, now=self.clock()))
+        env_key = self._env_key_hmac()  # kept with a session it opens, to tell it from a new one
+        return self._write(
+            lambda connection: sessions.open_session(connection, principal, now=self.clock(), env_key=env_key)
+        )
 
     def dashboard_session(self, token: str | None) -> AdminSession | None:
-        """The live session behind a cookie's token; None when unknown, expired, signed out or revoked."""
-        env_admin_set = self.settings.admin_key is not None
+        """The live session behind a cookie's token; None when unknown, expired, signed out or revoked
+        (for a session of `AIBUDGET_ADMIN_KEY`: when the variable no longer holds the key that opened it)."""
+        env_key = self._env_key_hmac()
         return self._read(
-            lambda connection: sessions.find_session(
-                connection, token, now=self.clock(), env_admin_set=env_admin_set
-            )
+            lambda connection: sessions.find_session(connection, token, now=self.clock(), env_key=env_key)
         )
+
+    def _env_key_hmac(self) -> str | None:
+        admin = self.settings.admin_key
+        return sessions.env_key_hmac(self._secret, admin.get_secret_value() if admin else None)
 
     def sign_out(self, token: str) -> None:
         self._write(lambda connection: sessions.close_session(connection, token))

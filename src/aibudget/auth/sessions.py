@@ -5,12 +5,16 @@ cookie; the key itself is never kept. Only the token's SHA-256 is stored, with t
 opened the session and the session's CSRF token, which every form of the dashboard must send back.
 
 A session is valid until it expires (`SESSION_LIFETIME` after sign-in) or is signed out, and only
-while its key is: revoking the admin key, or unsetting `AIBUDGET_ADMIN_KEY` for the key it stands for,
-ends every session it opened at their next request. Expired rows are removed at each sign-in.
+while its key is: revoking the admin key ends every session it opened at their next request. All
+sessions opened with `AIBUDGET_ADMIN_KEY` share one key id (`env-admin`), so each also keeps the
+key's HMAC-SHA256 under the server secret (`env_key_hmac`): it is valid only while the variable holds
+that very key — unsetting it or changing it (rotating a leaked key), or changing the server secret,
+ends them all. Expired rows are removed at each sign-in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -40,9 +44,22 @@ class AdminSession:
         return csrf_token is not None and hmac.compare_digest(csrf_token.encode(), self.csrf_token.encode())
 
 
-def open_session(connection: Connection, principal: Principal, *, now: datetime) -> AdminSession:
-    """A new session for an authenticated admin; `Unauthorized` for any other role."""
-    if principal.role != "admin":
+def env_key_hmac(secret: bytes, admin_key: str | None) -> str | None:
+    """What sessions keep of `AIBUDGET_ADMIN_KEY` (None when it is unset): its HMAC-SHA256 keyed with
+    the server secret, hex — not a plain hash, which would let a copy of the database test guesses of
+    a short key."""
+    if admin_key is None:
+        return None
+    return hmac.new(secret, b"env-admin-key:" + admin_key.encode(), hashlib.sha256).hexdigest()
+
+
+def open_session(
+    connection: Connection, principal: Principal, *, now: datetime, env_key: str | None
+) -> AdminSession:
+    """A new session for an authenticated admin; `Unauthorized` for any other role.
+
+    `env_key`: `env_key_hmac` of the `AIBUDGET_ADMIN_KEY` in force, kept with a session it opens."""
+    if principal.role != "admin" or (principal.key_id == ENV_ADMIN and env_key is None):
         raise Unauthorized("the dashboard needs an admin key")
     connection.execute(delete(sessions).where(sessions.c.expires_at <= now))
     session = AdminSession(
@@ -55,6 +72,7 @@ def open_session(connection: Connection, principal: Principal, *, now: datetime)
         sessions.insert().values(
             session_hash=secret_hash(session.token),
             key_id=session.key_id,
+            env_key_hmac=env_key if session.key_id == ENV_ADMIN else None,
             csrf_token=session.csrf_token,
             created_at=now,
             expires_at=session.expires_at,
@@ -64,14 +82,16 @@ def open_session(connection: Connection, principal: Principal, *, now: datetime)
 
 
 def find_session(
-    connection: Connection, token: str | None, *, now: datetime, env_admin_set: bool
+    connection: Connection, token: str | None, *, now: datetime, env_key: str | None
 ) -> AdminSession | None:
-    """The live session behind a cookie's token, or None (unknown, expired, signed out, key revoked)."""
+    """The live session behind a cookie's token, or None (unknown, expired, signed out, key revoked or,
+    for `AIBUDGET_ADMIN_KEY`, no longer `env_key`: the `env_key_hmac` of the one in force, if any)."""
     if not token:
         return None
     row = connection.execute(
         select(
             sessions.c.key_id,
+            sessions.c.env_key_hmac,
             sessions.c.csrf_token,
             sessions.c.expires_at,
             keys.c.key_id.label("known"),
@@ -82,8 +102,16 @@ def find_session(
     ).first()
     if row is None:
         return None
-    key_valid = env_admin_set if row.key_id == ENV_ADMIN else row.known is not None and row.revoked_at is None
+    if row.key_id == ENV_ADMIN:
+        # sessions from before env_key_hmac was kept have none, and end like those of another key
+        key_valid = _same(row.env_key_hmac, env_key)
+    else:
+        key_valid = row.known is not None and row.revoked_at is None
     return AdminSession(token, row.key_id, row.csrf_token, row.expires_at) if key_valid else None
+
+
+def _same(kept: str | None, current: str | None) -> bool:
+    return kept is not None and current is not None and hmac.compare_digest(kept.encode(), current.encode())
 
 
 def close_session(connection: Connection, token: str) -> None:

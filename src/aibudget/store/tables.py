@@ -400,6 +400,8 @@ admin_sessions = Table(
     metadata,
     Column("session_hash", String(64), primary_key=True),
     Column("key_id", String(24), nullable=False),
+    # HMAC-SHA256(secret, AIBUDGET_ADMIN_KEY), hex: which env key opened an `env-admin` session; else NULL
+    Column("env_key_hmac", String(64)),
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", Instant, nullable=False),
     Column("expires_at", Instant, nullable=False),
