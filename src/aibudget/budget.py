@@ -465,9 +465,8 @@ class Budget:
                 claimed = autotopup.claim(
                     connection, after, trigger="settle", offer_for=self._topup_offer, now=now
                 )
-            alerts.after_settle(
-                connection, after, event.allocations, thresholds=self.settings.notify_thresholds, now=now
-            )
+            thresholds = self.settings.notify_thresholds
+            alerts.after_settle(connection, after, period_id=event.period_id, thresholds=thresholds, now=now)
             return event
 
         event = self._write(work)
@@ -711,7 +710,7 @@ class Budget:
 
     def burn_down(self, practice_id: str) -> BurnDown:
         """The practice's current period day by day (in its timezone) up to today: spent per pot and
-        the included budget left at each day's end."""
+        the included budget left at each day's end; and the period's calls per model and operation."""
         snapshot = self.snapshot(practice_id)
         return self._read(lambda connection: data.burn_down(connection, snapshot, now=self.clock()))
 

@@ -291,9 +291,42 @@ def test_without_a_subscription_there_is_no_period_and_no_day(budget: Budget) ->
     burn = budget.burn_down("p1")
 
     assert (burn.period_start, burn.period_end, burn.days) == (None, None, ())
+    assert (burn.by_model, burn.by_operation) == ((), ())
     assert (burn.included_micros, burn.extra_credit_micros, burn.held_micros) == (0, 3 * USD, 0)
     with pytest.raises(NotFound):
         budget.burn_down("nobody")
+
+
+def test_the_periods_calls_by_model_and_operation_are_the_calls_charged_to_it(
+    budget: Budget, clock: FakeClock
+) -> None:
+    """A Stripe-style period begins at 13:00 UTC. A letter at 09:00, and one authorized at 12:55 but
+    settled at 13:05, belong to the period before; the chat at 14:00 is this period's only call. The
+    tables show it alone, and their cost is the snapshot's `used_micros` to the micro-USD."""
+    begins = datetime(2026, 11, 16, 13, 0, tzinfo=UTC)
+    before, ends = unix(begins - timedelta(days=30)), unix(begins + timedelta(days=30))
+    clock.now = begins - timedelta(hours=4)
+    open_practice(budget, current_period_start=before, current_period_end=unix(begins))
+    letter = {"practice_id": "p1", "model": "gpt-4o", "input_tokens": 100_000}  # 0.25 USD
+    budget.settle(request_id="morning", operation="letter", **letter)
+    clock.now = begins - timedelta(minutes=5)
+    budget.authorize(request_id="late", operation="letter", max_output_tokens=0, **letter)
+    clock.now = begins + timedelta(minutes=5)
+    budget.put_subscription("sub_p1", practice_id="p1", plan="included-20", status="active",
+                            current_period_start=unix(begins), current_period_end=ends,
+                            updated_at=unix(clock.now))  # fmt: skip
+    budget.settle(request_id="late", **letter)
+    clock.now = begins + timedelta(hours=1)
+    budget.settle(practice_id="p1", request_id="afternoon", operation="chat", model="gpt-4o-mini",
+                  input_tokens=100_000)  # 0.015 USD  # fmt: skip
+
+    burn = budget.burn_down("p1")
+
+    used = budget.snapshot("p1").used_micros
+    assert used == 15_000
+    assert [(row.key, row.calls, row.cost_micros) for row in burn.by_model] == [("gpt-4o-mini", 1, used)]
+    assert [(row.key, row.calls, row.cost_micros) for row in burn.by_operation] == [("chat", 1, used)]
+    assert sum(day.spent_micros for day in burn.days) == used
 
 
 # devices

@@ -270,6 +270,44 @@ def test_pause_and_resume_top_up_and_devices(page: Page, server: Server, practic
     expect(page.get_by_role("alert")).to_contain_text("not bound")
 
 
+def test_spend_this_period_shows_only_the_calls_charged_to_the_period(page: Page, server: Server) -> None:
+    """The period began an hour ago. A letter of the period before, and one authorized before the
+    period began but settled after, are not this period's calls, though both happened on its first
+    day: "Spend this period" shows its one chat alone, at the cost the budget shows as spent."""
+    practice_id, month = "praxis-zenit", 30 * 24 * 3600
+    begins = int(datetime.now(UTC).timestamp()) - 3600  # Unix seconds, as the provider gives periods
+    clock = FakeClock(datetime.fromtimestamp(begins - 2 * 3600, UTC))
+    settings = Settings.load(data_dir=server.data_dir)
+    with Budget.open(server.database_url, settings=settings, clock=clock) as budget:
+
+        def period_from(start: int) -> None:
+            budget.put_subscription("sub_zenit", practice_id=practice_id, plan="standard", status="active",
+                                    current_period_start=start, current_period_end=start + month,
+                                    updated_at=int(clock.now.timestamp()))  # fmt: skip
+
+        budget.put_practice(practice_id, name="Praxis Zenit")
+        budget.put_plan("standard", included_usd="20")
+        period_from(begins - month)
+        letter = {"practice_id": practice_id, "model": "gpt-4o", "input_tokens": 100_000}
+        budget.settle(request_id="before", operation="letter", **letter)
+        clock.now = datetime.fromtimestamp(begins - 5 * 60, UTC)
+        budget.authorize(request_id="late", operation="letter", max_output_tokens=0, **letter)
+        clock.now = datetime.fromtimestamp(begins + 5 * 60, UTC)
+        period_from(begins)
+        budget.settle(request_id="late", **letter)
+        clock.now = datetime.fromtimestamp(begins + 10 * 60, UTC)
+        budget.settle(practice_id=practice_id, request_id="chat", operation="chat", model="gpt-4o-mini",
+                      input_tokens=100_000)  # fmt: skip
+    with server.admin() as api:
+        assert api.get(f"/v1/practices/{practice_id}/budget").json()["used_usd"] == "0.015000"
+
+    sign_in(page, server, server.admin_key)
+    page.goto(f"{server.url}/admin/practices/{practice_id}")
+
+    expect(page.locator("#by-model tbody td")).to_have_text(["gpt-4o-mini", "1", "0", "$0.015000"])
+    expect(page.locator("#by-operation tbody td")).to_have_text(["chat", "1", "0", "$0.015000"])
+
+
 @pytest.mark.parametrize(
     ("amount", "expires_on", "field"),
     [("lots", "", "amount_usd"), ("5", "9999-12-31", "expires_on")],  # the day after it: past datetime's end

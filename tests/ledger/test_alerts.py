@@ -4,14 +4,15 @@ practice what happened in its own language."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import Connection
 
 from aibudget import Budget, BudgetExceeded
 from aibudget.ledger import alerts
-from aibudget.ledger.waterfall import Allocation
 from tests.conftest import FakeClock
 
 START, END, NEXT_END = 1793491200, 1796083200, 1798761600  # November and December 2026, UTC
@@ -87,6 +88,62 @@ def test_a_new_period_notifies_its_thresholds_again(budget: Budget, practice: st
     assert sorted(periods) == [START, END]
 
 
+def test_a_call_settled_after_the_month_ended_notifies_the_threshold_it_took_its_own_month_past(
+    budget: Budget, clock: FakeClock
+) -> None:
+    """March is 75 % used. A call authorized at 23:50 on 31 March is settled at 00:05 on 1 April: it
+    is charged to March, which it takes to 85 %, so March's 80 % is told — not April's, untouched."""
+    march, april = 1803855600, 1806530400  # 1 March and 1 April 2027, midnight in Zurich
+    budget.put_practice("p1", locale="de-CH", timezone="Europe/Zurich")
+    budget.put_plan("basic", included_usd="1")
+    budget.put_subscription("sub_1", practice_id="p1", plan="basic", status="active")  # calendar months
+    clock.now = datetime(2027, 3, 31, 21, 50, tzinfo=UTC)  # 23:50 in Zurich
+    earlier = budget.settle(request_id="a", practice_id="p1", model="gpt-4o", input_tokens=300_000)  # 75 %
+    budget.authorize(request_id="late", practice_id="p1", operation="letter", model="gpt-4o",
+                     input_tokens=40_000, max_output_tokens=0)  # fmt: skip
+    clock.advance(minutes=15)  # 00:05 on 1 April
+
+    late = budget.settle(request_id="late", practice_id="p1", model="gpt-4o", input_tokens=40_000)
+
+    assert late.period_id == earlier.period_id  # March's
+    assert (budget.snapshot("p1").period_start, budget.snapshot("p1").used_micros) == (april, 0)
+    [crossed] = sent(budget, "budget.threshold_crossed")
+    assert crossed == {
+        "threshold_percent": 80, "subscription_id": "sub_1", "period_start": march, "period_end": april,
+        "included_usd": "1.000000", "included_remaining_usd": "0.150000",
+        "extra_credit_remaining_usd": "0.000000",
+        "locale": "de-CH", "title": "KI-Kontingent: 80 % verbraucht",
+        "message_user": "Ihre Praxis hat 80 % des KI-Kontingents dieser Periode verbraucht. "
+                        "Das Kontingent wird am 01.04.2027 erneuert.",
+    }  # fmt: skip
+
+
+def test_a_plan_lowered_below_what_was_used_tells_its_thresholds_once_at_the_next_settle(
+    budget: Budget, practice: str
+) -> None:
+    """60 % of 1 USD is used when the plan goes down to 0.50 USD: the period is past both lines
+    without having crossed them. The next settle — paid by credit, the included budget being gone —
+    tells 80 % and 100 %; the ones after tell nothing new."""
+    budget.grant_credit("p1", amount_usd="5", source="manual", reference="gift-1")
+    spend(budget, "a", 60)
+    budget.put_plan("small", included_usd="0.50")
+    budget.put_subscription("sub_1", practice_id="p1", plan="small", status="active",
+                            current_period_start=START, current_period_end=END)  # fmt: skip
+    assert sent(budget, "budget.threshold_crossed") == []
+
+    spend(budget, "b", 10)
+    spend(budget, "c", 10)
+    spend(budget, "d", 10)
+
+    crossed = sent(budget, "budget.threshold_crossed")
+    assert Counter(data["threshold_percent"] for data in crossed) == {80: 1, 100: 1}
+    for data in crossed:
+        assert (data["period_start"], data["included_usd"], data["included_remaining_usd"]) == (
+            START, "0.500000", "0.000000"
+        )  # fmt: skip
+    assert sent(budget, "budget.exhausted") == []  # the credit pays on
+
+
 def test_a_replayed_settle_notifies_nothing_new(budget: Budget, practice: str) -> None:
     spend(budget, "a", 100)
     before = budget.notifications(practice_id="p1")
@@ -141,11 +198,11 @@ def test_without_a_known_period_end_the_texts_name_no_date(budget: Budget, pract
     # a settle that used the whole included budget, with the period's end unknown
     undated = replace(budget.snapshot("p1"), period_end=None, included_remaining_micros=0)
 
-    budget._write(
-        lambda connection: alerts.after_settle(
-            connection, undated, [Allocation("included", 1_000_000)], thresholds=[80], now=budget.clock()
-        )
-    )
+    def notify(connection: Connection) -> None:
+        alerts.thresholds_reached(connection, undated, thresholds=[80], now=budget.clock())
+        alerts.exhausted(connection, undated, reason="included_exhausted_no_credit", now=budget.clock())
+
+    budget._write(notify)
 
     [crossed] = sent(budget, "budget.threshold_crossed")
     [exhausted] = sent(budget, "budget.exhausted")

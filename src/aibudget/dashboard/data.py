@@ -1,5 +1,6 @@
 """What the operator dashboard shows, at the library level: the overview of all practices, the
-burn-down of a practice's period and its devices. No HTTP and no HTML here.
+burn-down of a practice's period with its spend per model and operation, and its devices. No HTTP
+and no HTML here.
 
 The overview is O(practices) per page view: every practice matching the search is computed, so that
 sorting and counting see them all, at a few microseconds of Python each, in a constant number of
@@ -25,6 +26,7 @@ from aibudget.accounts.service import Device, get_practice
 from aibudget.credit import topup
 from aibudget.errors import InvalidInput
 from aibudget.ledger import reports, repository
+from aibudget.ledger.reports import UsageTotals
 from aibudget.ledger.state import LedgerRules, current_state
 from aibudget.store.dialect import Transaction
 from aibudget.views.client import WarningLevel, available_percent, warning_level
@@ -175,11 +177,13 @@ class BurnDownDay:
 
 @dataclass(frozen=True, slots=True)
 class BurnDown:
-    """The current period day by day, from its first day to today (or its last day, if earlier).
+    """The current period day by day, from its first day to today (or its last day, if earlier), and
+    its calls per model and per operation.
 
     Without a subscription granting access there is no period: the period fields are None and there
-    are no days. Credit and holds are as they are now; days count the events in the ledger (pruned
-    ones are gone).
+    are no days and no calls. Credit and holds are as they are now; days and calls are the events in
+    the ledger charged to the period (pruned ones are gone): a call settled after the period ended is
+    in it, one of the period before settled after this one began is not.
     """
 
     practice_id: str
@@ -190,6 +194,8 @@ class BurnDown:
     extra_credit_micros: int  # left now
     held_micros: int  # now
     days: tuple[BurnDownDay, ...]
+    by_model: tuple[UsageTotals, ...] = ()  # the most expensive first, as `reports.usage_totals` orders
+    by_operation: tuple[UsageTotals, ...] = ()
 
 
 def burn_down(connection: Connection, snapshot: Snapshot, *, now: datetime) -> BurnDown:
@@ -230,7 +236,29 @@ def burn_down(connection: Connection, snapshot: Snapshot, *, now: datetime) -> B
         left = max(0, snapshot.included_micros - included_used)
         days.append(BurnDownDay(day, included + credit + overage, included, credit, overage, left))
         day += timedelta(days=1)
-    return replace(without_days, period_start=first, period_end=last, days=tuple(days))
+
+    subscription_id, period_start = snapshot.subscription_id, snapshot.period_start
+
+    def calls_by(group_by: reports.GroupBy) -> tuple[UsageTotals, ...]:
+        return tuple(
+            reports.period_totals(
+                connection,
+                snapshot.practice_id,
+                subscription_id=subscription_id,
+                period_start=period_start,
+                group_by=group_by,
+                timezone=snapshot.timezone,
+            )
+        )
+
+    return replace(
+        without_days,
+        period_start=first,
+        period_end=last,
+        days=tuple(days),
+        by_model=calls_by("model"),
+        by_operation=calls_by("operation"),
+    )
 
 
 def devices(connection: Connection, practice_id: str) -> list[Device]:

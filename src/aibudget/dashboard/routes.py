@@ -216,8 +216,7 @@ def _practice_page(
     with budget.consistent_reads():  # every number on the page from one committed state
         practice = budget.get_practice(practice_id)
         snapshot = budget.snapshot(practice_id)
-        burn_down = budget.burn_down(practice_id)
-        since = burn_down.period_start
+        burn_down = budget.burn_down(practice_id)  # also the period's calls by model and operation
         context: dict[str, Any] = {
             "session": session,
             "practice": practice,
@@ -225,8 +224,8 @@ def _practice_page(
             "view": snapshot.client_view(locale="en"),
             "burn_down": burn_down,
             "chart": render.chart_data(burn_down),
-            "by_model": budget.usage_report(practice_id, since=since, group_by="model").rows,
-            "by_operation": budget.usage_report(practice_id, since=since, group_by="operation").rows,
+            "by_model": burn_down.by_model,
+            "by_operation": burn_down.by_operation,
             "grants": budget.grants(practice_id),
             "topup": budget.auto_topup(practice_id),
             "attempts": budget.topup_attempts(practice_id, limit=20),

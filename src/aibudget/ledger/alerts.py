@@ -4,7 +4,11 @@ Both are written in the transaction of the settle or refusal that causes them, s
 exists exactly when its cause is on the books. Their dedupe keys make the SPEC's "once" a unique
 constraint:
 
-- a threshold (default 80 % and 100 % of the period's included budget consumed) once per period;
+- a threshold (default 80 % and 100 % of the period's included budget consumed) once per period,
+  sent by the first settle that leaves the period at or past it. That is the period the settle was
+  charged to — the one a call was authorized in, also when it is settled after the next began — and
+  "at or past", not "crossed by this settle": a plan lowered below what was used already puts the
+  period past its lines, and the next settle tells it;
 - exhaustion — included budget and every credit used up, holds aside — once per period and per
   credit grant count, so a practice that buys credit and runs dry again is told again; never while
   an automatic top-up is claimed or being charged (the credit is on its way).
@@ -17,12 +21,14 @@ the refusal of a call for the same reason.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
 from aibudget.credit import autotopup
-from aibudget.ledger.waterfall import Allocation
+from aibudget.ledger import repository
+from aibudget.ledger.repository import PeriodRow
 from aibudget.money import format_usd
 from aibudget.notify import outbox
 from aibudget.store import tables
@@ -79,39 +85,69 @@ def _exhausted_texts(snapshot: Snapshot, reason: str) -> dict[str, object]:
 def after_settle(
     connection: Connection,
     snapshot: Snapshot,
-    allocations: Sequence[Allocation],
     *,
+    period_id: int | None,
     thresholds: Sequence[int],
     now: datetime,
 ) -> None:
-    """Notify the thresholds this settlement crossed, and exhaustion if it used the last money —
-    unless an automatic top-up is claimed or being charged (call after the settle's own claim):
-    telling the practice to buy credit that is about to arrive would be wrong (a declined charge
-    says so itself, with `topup.failed`)."""
-    included = snapshot.included_micros
+    """Notify the thresholds the period the settlement was charged to (`period_id`, its event's) has
+    reached without being told yet, and exhaustion if the settlement used the last money — unless an
+    automatic top-up is claimed or being charged (call after the settle's own claim): telling the
+    practice to buy credit that is about to arrive would be wrong (a declined charge says so itself,
+    with `topup.failed`).
+
+    `snapshot` is the practice's budget right after the settlement, in its current period: the
+    charged period is an earlier one when the call was authorized before the period rolled over."""
+    if period_id is not None:
+        charged = _as_of(snapshot, repository.period(connection, period_id))
+        thresholds_reached(connection, charged, thresholds=thresholds, now=now)
     if snapshot.subscription_id is None:
         return
-    if included > 0:
-        consumed = included - snapshot.included_remaining_micros
-        before = consumed - sum(part.amount_micros for part in allocations if part.pot == "included")
-        for percent in thresholds:
-            line = -(-included * percent // 100)  # rounded up: 100 % means every micro-USD used
-            if before < line <= consumed:
-                outbox.enqueue(
-                    connection,
-                    practice_id=snapshot.practice_id,
-                    event_type="budget.threshold_crossed",
-                    data={"threshold_percent": percent}
-                    | _period_data(snapshot)
-                    | _threshold_texts(snapshot, percent),
-                    dedupe_key=f"budget.threshold_crossed:{_period_key(snapshot)}:{percent}",
-                    now=now,
-                )
     if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros > 0:
         return
     if snapshot.auto_topup.enabled and autotopup.in_flight(connection, snapshot.practice_id):
         return
     exhausted(connection, snapshot, reason="included_exhausted_no_credit", now=now)
+
+
+def _as_of(snapshot: Snapshot, period: PeriodRow) -> Snapshot:
+    """`snapshot` with the figures of `period` in place of its current period's."""
+    return replace(
+        snapshot,
+        subscription_id=period.subscription_id,
+        plan=period.plan,
+        period_start=period.period_start,
+        period_end=period.period_end,
+        included_micros=period.included_micros,
+        used_micros=period.used_micros,
+        included_remaining_micros=max(0, period.included_micros - period.included_used_micros),
+        overage_micros=period.overage_micros,
+    )
+
+
+def thresholds_reached(
+    connection: Connection, period: Snapshot, *, thresholds: Sequence[int], now: datetime
+) -> None:
+    """Notify each threshold that `period` (a snapshot whose period fields are the period's) is at or
+    past and has not been told of: once per period and threshold, by the outbox's dedupe key."""
+    included = period.included_micros
+    if included <= 0:
+        return
+    # at most `included`: a plan lowered below what was used leaves nothing remaining, not less
+    consumed = included - period.included_remaining_micros
+    for percent in thresholds:
+        line = -(-included * percent // 100)  # rounded up: 100 % means every micro-USD used
+        key = f"budget.threshold_crossed:{_period_key(period)}:{percent}"
+        if consumed < line or outbox.present(connection, key):  # told already: build nothing
+            continue
+        outbox.enqueue(
+            connection,
+            practice_id=period.practice_id,
+            event_type="budget.threshold_crossed",
+            data={"threshold_percent": percent} | _period_data(period) | _threshold_texts(period, percent),
+            dedupe_key=key,
+            now=now,
+        )
 
 
 def exhausted(connection: Connection, snapshot: Snapshot, *, reason: str, now: datetime) -> None:

@@ -1,5 +1,6 @@
 """Usage reports of one practice: its ledger events, or their totals per day, model or operation,
-optionally of one status, model or operation; and what each pot paid per day of a period.
+optionally of one status, model or operation; and, of one billing period, what each pot paid per day
+and the totals per model or operation.
 
 Reports read history, so unlike the hot path they scan: the events of one practice in a range, on
 the `(practice_id, occurred_at)` index, aggregated by the database. The range is half-open,
@@ -12,6 +13,10 @@ carry no cost. Days are calendar days in the practice's timezone: the database s
 of UTC (every timezone in use today is a whole number of quarter hours from UTC and changes offset on
 a quarter hour, so each quarter hour lies within one local day) and the quarter hours are added up
 into days here, so the work in Python is bounded by the range, not by the number of events.
+
+A period's reports count the events charged to it — the ones its `used_micros` sums (pruned ones
+aside) — not those of a range of time: a call authorized before the period began and settled after
+belongs to the period before, wherever its time falls.
 
 Amounts are integer micro-USD and audio integer milliseconds, as stored; `views.report` renders them.
 """
@@ -271,11 +276,33 @@ def usage_totals(
 
     Days come in calendar order; models and operations by cost, the most expensive first.
     """
-    group = _quarter_hour() if group_by == "day" else events.c[group_by]
     exact = {"status": status, "model": model, "operation": operation}
+    return _totals(connection, _matching(practice_id, since, until, exact), group_by, timezone)
+
+
+def period_totals(
+    connection: Connection,
+    practice_id: str,
+    *,
+    subscription_id: str,
+    period_start: int,
+    group_by: GroupBy,
+    timezone: str,
+) -> list[UsageTotals]:
+    """Totals of the practice's calls charged to its period of `subscription_id` that began at
+    `period_start` (Unix seconds), per day (in `timezone`), model or operation, ordered as
+    `usage_totals` orders them: their costs add up to the period's `used_micros` (pruned events aside)."""
+    return _totals(connection, _charged_to(practice_id, subscription_id, period_start), group_by, timezone)
+
+
+def _totals(
+    connection: Connection, matching: list[ColumnElement[bool]], group_by: GroupBy, timezone: str
+) -> list[UsageTotals]:
+    """Totals of the calls among the events `matching` selects, per `group_by`."""
+    group = _quarter_hour() if group_by == "day" else events.c[group_by]
     statement = (
         select(group.label("key"), *_aggregates())
-        .where(*_matching(practice_id, since, until, exact), events.c.status.in_(CALL_STATUSES))
+        .where(*matching, events.c.status.in_(CALL_STATUSES))
         .group_by(group)
     )
     # PostgreSQL sums BIGINT as NUMERIC: every aggregate is made an int here
@@ -316,20 +343,10 @@ def spend_per_day(
     `subscription_id` that began at `period_start` (Unix seconds): days with spending only, pots that
     paid only. From the allocations, so every micro-USD of cost is in exactly one pot."""
     quarter = _quarter_hour()
-    period = select(periods.c.period_id).where(
-        periods.c.practice_id == practice_id,
-        periods.c.subscription_id == subscription_id,
-        periods.c.period_start == period_start,
-    )
     statement = (
         select(quarter, allocations.c.pot, func.sum(allocations.c.amount_micros))
         .select_from(events.join(allocations, allocations.c.event_id == events.c.event_id))
-        .where(
-            events.c.practice_id == practice_id,
-            # the period's events occur from its start on: the (practice_id, occurred_at) index skips the rest
-            events.c.occurred_at >= datetime.fromtimestamp(period_start, UTC),
-            events.c.period_id == period.scalar_subquery(),
-        )
+        .where(*_charged_to(practice_id, subscription_id, period_start))
         .group_by(quarter, allocations.c.pot)
     )
     zone = ZoneInfo(timezone)
@@ -338,3 +355,18 @@ def spend_per_day(
         paid = days.setdefault(_local_day(at, zone), {})
         paid[pot] = paid.get(pot, 0) + int(micros)  # PostgreSQL sums BIGINT as NUMERIC
     return days
+
+
+def _charged_to(practice_id: str, subscription_id: str, period_start: int) -> list[ColumnElement[bool]]:
+    """The practice's events charged to its period of `subscription_id` that began at `period_start`."""
+    period = select(periods.c.period_id).where(
+        periods.c.practice_id == practice_id,
+        periods.c.subscription_id == subscription_id,
+        periods.c.period_start == period_start,
+    )
+    return [
+        events.c.practice_id == practice_id,
+        # the period's events occur from its start on: the (practice_id, occurred_at) index skips the rest
+        events.c.occurred_at >= datetime.fromtimestamp(period_start, UTC),
+        events.c.period_id == period.scalar_subquery(),
+    ]

@@ -206,6 +206,31 @@ _CHARGE_PERIOD = Statement("""
 """)
 
 
+class PeriodRow(NamedTuple):
+    period_id: int
+    practice_id: str
+    subscription_id: str
+    period_start: int
+    period_end: int
+    plan: str | None
+    included_micros: int
+    included_used_micros: int
+    used_micros: int
+    overage_micros: int
+
+
+_PERIOD = Statement(f"SELECT {', '.join(PeriodRow._fields)} FROM periods WHERE period_id = :period_id")
+
+
+def period(connection: Connection, period_id: int) -> PeriodRow:
+    """One period's row as this transaction sees it (after a settle charged it): on every settle, for
+    its notifications, so a hand-written statement."""
+    row = _PERIOD.one(connection, {"period_id": period_id})
+    if row is None:
+        raise LookupError(f"period {period_id} does not exist")
+    return PeriodRow(*row)
+
+
 def change_held(connection: Connection, practice_id: str, delta_micros: int) -> None:
     _CHANGE_HELD.run(connection, {"practice_id": practice_id, "delta": delta_micros})
 
