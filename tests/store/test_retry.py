@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from aibudget import Budget, Settings
@@ -163,3 +164,34 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_failing_a_ca
     assert dropped[0] >= 1
     assert transcribe(budget, "r1", usd="0.25").cost_micros == 250_000
     assert count(budget, tables.usage_events) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "sqlstate"),
+    [("-c lock_timeout=300", "55P03"), ("-c lock_timeout=0 -c statement_timeout=300", "57014")],
+)
+def test_a_call_that_waits_too_long_for_its_practice_fails_as_unavailable_and_writes_nothing(
+    url: str, tmp_path: Path, options: str, sqlstate: str
+) -> None:
+    """A practice's row held by a stuck session: its calls fail with 503 when the lock timeout (or a
+    statement timeout) runs out, instead of waiting as long as the lock is held."""
+    timed = make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+    with Budget.open(timed, settings=Settings.load(data_dir=tmp_path / "var")) as budget:
+        open_practice(budget, "p1", included_usd="5", current_period_start=START, current_period_end=END)
+        lock = PracticeLock(url)
+        try:
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable) as unavailable:
+                transcribe(budget, "r1", usd="0.25")
+            waited = time.monotonic() - started
+        finally:
+            lock.release()
+        assert waited < 3
+        assert getattr(unavailable.value.__cause__, "orig", None).sqlstate == sqlstate  # type: ignore[union-attr]
+        assert count(budget, tables.usage_events) == 0
+        assert transcribe(budget, "r1", usd="0.25").cost_micros == 250_000  # the same call, once free
+
+
+def test_calls_wait_at_most_five_seconds_for_a_lock_unless_the_url_says_otherwise(budget: Budget) -> None:
+    with read_transaction(budget.engine) as connection:
+        assert connection.exec_driver_sql("SHOW lock_timeout").scalar_one() == "5s"

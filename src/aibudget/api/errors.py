@@ -40,7 +40,7 @@ _MEANINGS = {
     409: "conflicts with what is stored",
     413: "the body is larger than 64 KiB",
     422: "invalid input; `field` names it",
-    503: "the database (or, for payments, the payment provider) is unavailable; nothing was recorded"
+    503: "the database (or, for payments, the payment provider) is unavailable; send the same request again"
     " or charged, and the same request may be sent again later",
 }
 

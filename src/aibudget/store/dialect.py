@@ -57,13 +57,19 @@ _MIGRATION_LOCK_KEY = 0x0A1B_0D6E
 # serialization_failure, deadlock_detected; class 08 (connection exceptions) is matched by prefix
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 # the server, not the request: connection (08), insufficient resources such as a full disk (53),
-# shutting down or starting up (57P), read-only transaction (25006: a standby)
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006")
+# shutting down or starting up (57P), read-only transaction (25006: a standby), a statement cancelled
+# (57014: statement_timeout, an operator's cancel) or a lock not had in time (55P03: lock_timeout)
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "25006", "57014", "55P03")
 # SQLite's result codes for the same: locked past the busy timeout, read-only, full, I/O, cannot open
 _UNAVAILABLE_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR",
                        "SQLITE_CANTOPEN")  # fmt: skip
 ATTEMPTS = 3
-_UNAVAILABLE_DETAIL = "the database is unavailable; nothing was recorded, send the same request again later"
+# an answer lost with a commit under way may hide a commit that took: the same request, sent again,
+# gets the first result then (every write is idempotent on its request id or reference)
+_UNAVAILABLE_DETAIL = (
+    "the database is unavailable; the request was not recorded, or its answer was lost: send the same "
+    "request again later"
+)
 _FIRST_BACKOFF_SECONDS = 0.02
 
 T = TypeVar("T")
@@ -352,6 +358,9 @@ def lock_practices(connection: Connection, practice_ids: Sequence[str]) -> None:
 def lock_migrations(connection: Connection) -> None:
     """Let one process at a time migrate (SQLite: the write transaction already does)."""
     if connection.dialect.name == "postgresql":
+        # another process's migration, and a table's lock for a schema change, may take longer than
+        # the lock timeout of calls
+        connection.execute(text("SET LOCAL lock_timeout = 0"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
 
 

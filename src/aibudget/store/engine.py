@@ -29,6 +29,11 @@ CONNECT_TIMEOUT_SECONDS = 5
 # connection (a slow query is not affected: its bytes were acknowledged); keepalive probes find a
 # pooled connection that died while idle, before a call picks it.
 UNACKNOWLEDGED_SECONDS = 10
+# A row lock another transaction holds — a practice's balance, locked by a stuck session or an
+# operator's `SELECT … FOR UPDATE` — is waited for this long, then the call fails as the database
+# unavailable (503, to be sent again): it never waits for as long as the lock is held, holding a
+# pooled connection meanwhile. Writers of one practice otherwise hold it for milliseconds.
+LOCK_TIMEOUT_SECONDS = 5
 POSTGRES_CONNECTION = {
     "connect_timeout": CONNECT_TIMEOUT_SECONDS,
     "tcp_user_timeout": UNACKNOWLEDGED_SECONDS * 1000,
@@ -36,6 +41,7 @@ POSTGRES_CONNECTION = {
     "keepalives_idle": 30,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "options": f"-c lock_timeout={LOCK_TIMEOUT_SECONDS * 1000}",
 }
 
 

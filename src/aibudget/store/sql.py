@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -41,14 +42,25 @@ class Statement:
         return self._sql
 
     def run(self, connection: Connection, params: Mapping[str, Any]) -> Any:
-        """Execute on the connection's own transaction; returns the driver's cursor."""
+        """Execute on the connection's own transaction; returns the driver's cursor. A driver error is
+        raised as SQLAlchemy raises it (`DBAPIError` and its kinds, no parameters in its text), so
+        `store.dialect` sorts it as any other: a lock or statement timeout is the database
+        unavailable, not an unexpected error."""
         driver = connection.connection.driver_connection
         assert driver is not None
         cursor = driver.cursor()
-        if connection.dialect.name == "postgresql":
-            cursor.execute(self._pyformat, params)
-        else:
-            cursor.execute(self._sql, params)
+        dialect = connection.dialect
+        try:
+            if dialect.name == "postgresql":
+                cursor.execute(self._pyformat, params)
+            else:
+                cursor.execute(self._sql, params)
+        except dialect.loaded_dbapi.Error as error:
+            lost = dialect.is_disconnect(error, connection.connection.dbapi_connection, cursor)
+            raise DBAPIError.instance(
+                self._sql, None, error, dialect.loaded_dbapi.Error, hide_parameters=True,
+                connection_invalidated=lost, dialect=dialect,
+            ) from error  # fmt: skip
         return cursor
 
     def one(self, connection: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
