@@ -8,7 +8,8 @@ constraint:
   sent by the first settle that leaves the period at or past it. That is the period the settle was
   charged to — the one a call was authorized in, also when it is settled after the next began — and
   "at or past", not "crossed by this settle": a plan lowered below what was used already puts the
-  period past its lines, and the next settle tells it;
+  period past its lines, and the next settle tells it; nothing is told to a practice whose
+  subscription has ended (a call settled after the cancellation);
 - exhaustion — included budget and every credit used up, holds aside — once per period and per
   credit grant count, so a practice that buys credit and runs dry again is told again; never while
   an automatic top-up is claimed or being charged (the credit is on its way).
@@ -98,11 +99,11 @@ def after_settle(
 
     `snapshot` is the practice's budget right after the settlement, in its current period: the
     charged period is an earlier one when the call was authorized before the period rolled over."""
+    if snapshot.subscription_id is None:  # a call settled after the subscription ended: nothing to tell
+        return
     if period_id is not None:
         charged = _as_of(snapshot, repository.period(connection, period_id))
         thresholds_reached(connection, charged, thresholds=thresholds, now=now)
-    if snapshot.subscription_id is None:
-        return
     if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros > 0:
         return
     if snapshot.auto_topup.enabled and autotopup.in_flight(connection, snapshot.practice_id):
