@@ -61,6 +61,7 @@ import inspect
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -107,12 +108,19 @@ class UnsettledAnswer(AibudgetError):
         )
 
 
-def _settle_answered(gate: Any, answer: Any, settlement: dict[str, Any]) -> None:
-    """Settle an answered call; `UnsettledAnswer` (carrying the answer) if that fails."""
+@contextmanager
+def _settling(answer: Any, settlement: dict[str, Any]) -> Iterator[None]:
+    """Around the settle of an answered call: `UnsettledAnswer` (carrying the answer) if it fails."""
     try:
-        getattr(gate, _served(gate))(**settlement)
+        yield
     except Exception as failure:  # whatever it is, the provider is paid: keep the answer with the error
         raise UnsettledAnswer(answer, settlement, failure) from failure
+
+
+def _settle_answered(gate: Any, answer: Any, settlement: dict[str, Any]) -> None:
+    """Settle an answered call; `UnsettledAnswer` (carrying the answer) if that fails."""
+    with _settling(answer, settlement):
+        getattr(gate, _served(gate))(**settlement)
 
 
 def _released(error: BaseException, call: _Call, failure: Exception) -> None:
@@ -281,10 +289,8 @@ class AsyncGuardedStream:
     async def _close(self) -> None:
         await self._stream.close()
         settlement = self._call.of_stream(self._tally)
-        try:
+        with _settling(None, settlement):
             await self._gate(self._settle, **settlement)
-        except Exception as failure:  # as `_settle_answered`
-            raise UnsettledAnswer(None, settlement, failure) from failure
 
     async def __aenter__(self) -> AsyncGuardedStream:
         return self
@@ -347,10 +353,8 @@ class _AsyncGuarded(_Guarded):
 
     async def _settle_answered(self, answer: Any, settlement: dict[str, Any]) -> None:
         """`_settle_answered`, awaited."""
-        try:
+        with _settling(answer, settlement):
             await self._ask(_served(self._gate), **settlement)
-        except Exception as failure:  # as `_settle_answered`
-            raise UnsettledAnswer(answer, settlement, failure) from failure
 
     async def _failed(self, call: _Call, error: BaseException) -> None:
         try:
