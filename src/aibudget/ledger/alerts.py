@@ -27,9 +27,10 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
+from aibudget.accounts.service import Period
 from aibudget.credit import autotopup
 from aibudget.ledger import repository
-from aibudget.ledger.repository import PeriodRow
+from aibudget.ledger.state import period_figures
 from aibudget.money import format_usd
 from aibudget.notify import outbox
 from aibudget.store import tables
@@ -111,19 +112,9 @@ def after_settle(
     exhausted(connection, snapshot, reason="included_exhausted_no_credit", now=now)
 
 
-def _as_of(snapshot: Snapshot, period: PeriodRow) -> Snapshot:
+def _as_of(snapshot: Snapshot, period: Period) -> Snapshot:
     """`snapshot` with the figures of `period` in place of its current period's."""
-    return replace(
-        snapshot,
-        subscription_id=period.subscription_id,
-        plan=period.plan,
-        period_start=period.period_start,
-        period_end=period.period_end,
-        included_micros=period.included_micros,
-        used_micros=period.used_micros,
-        included_remaining_micros=max(0, period.included_micros - period.included_used_micros),
-        overage_micros=period.overage_micros,
-    )
+    return replace(snapshot, **period_figures(period))
 
 
 def thresholds_reached(

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 
+from aibudget.accounts.service import Period
 from aibudget.ledger.waterfall import Allocation
 from aibudget.store import tables
 from aibudget.store.sql import Statement, as_json, from_json, instant, micros
@@ -206,29 +207,21 @@ _CHARGE_PERIOD = Statement("""
 """)
 
 
-class PeriodRow(NamedTuple):
-    period_id: int
-    practice_id: str
-    subscription_id: str
-    period_start: int
-    period_end: int
-    plan: str | None
-    included_micros: int
-    included_used_micros: int
-    used_micros: int
-    overage_micros: int
+# the columns of `accounts.Period`, in its order
+_PERIOD = Statement("""
+    SELECT period_id, practice_id, subscription_id, period_start, period_end, plan, included_micros,
+        included_used_micros, used_micros, overage_micros
+    FROM periods WHERE period_id = :period_id
+""")
 
 
-_PERIOD = Statement(f"SELECT {', '.join(PeriodRow._fields)} FROM periods WHERE period_id = :period_id")
-
-
-def period(connection: Connection, period_id: int) -> PeriodRow:
-    """One period's row as this transaction sees it (after a settle charged it): on every settle, for
-    its notifications, so a hand-written statement."""
+def period(connection: Connection, period_id: int) -> Period:
+    """One period as this transaction sees it (after a settle charged it): on every settle, for its
+    notifications, so a hand-written statement."""
     row = _PERIOD.one(connection, {"period_id": period_id})
     if row is None:
         raise LookupError(f"period {period_id} does not exist")
-    return PeriodRow(*row)
+    return Period(*row)
 
 
 def change_held(connection: Connection, practice_id: str, delta_micros: int) -> None:

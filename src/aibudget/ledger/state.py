@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Connection
 
@@ -52,26 +52,36 @@ class State:
         return included + self.credit_micros - self.expiring_credit_micros - self.held_micros
 
     def snapshot(self) -> Snapshot:
-        period = self.period
         return Snapshot(
             practice_id=self.practice.practice_id,
             locale=self.practice.locale,
             timezone=self.practice.timezone,
             policy=self.practice.policy,
             warning_percent=self.practice.warning_percent,
-            subscription_id=period.subscription_id if period else None,
-            plan=period.plan if period else None,
-            period_start=period.start if period else None,
-            period_end=period.end if period else None,
-            included_micros=period.included_micros if period else 0,
-            used_micros=period.used_micros if period else 0,
             held_micros=self.held_micros,
-            included_remaining_micros=period.included_remaining_micros if period else 0,
             extra_credit_remaining_micros=self.credit_micros,
-            overage_micros=period.overage_micros if period else 0,
             auto_topup=self.auto_topup,
             expiring_credit_micros=self.expiring_credit_micros,
+            **period_figures(self.period),
         )
+
+
+def period_figures(period: Period | None) -> dict[str, Any]:
+    """The fields of a `Snapshot` that its period gives (those of no period when None)."""
+    if period is None:
+        return {"subscription_id": None, "plan": None, "period_start": None, "period_end": None,
+                "included_micros": 0, "used_micros": 0, "included_remaining_micros": 0,
+                "overage_micros": 0}  # fmt: skip
+    return {
+        "subscription_id": period.subscription_id,
+        "plan": period.plan,
+        "period_start": period.start,
+        "period_end": period.end,
+        "included_micros": period.included_micros,
+        "used_micros": period.used_micros,
+        "included_remaining_micros": period.included_remaining_micros,
+        "overage_micros": period.overage_micros,
+    }
 
 
 def _stale_period(row: StateRow, now: datetime) -> bool:
