@@ -176,6 +176,7 @@ COMMANDS: dict[tuple[str, ...], tuple[list[st.SearchStrategy[str]], Options]] = 
         {"--practice": PRACTICE_ID, "--status": choice("pending", "delivered", "failed"),
          "--limit": fuzzy_int, "--format": choice("table", "json")},
     ),
+    ("notifications", "resend"): ([fuzzy_text], {"--practice": PRACTICE_ID}),
     ("verify",): ([], {}),
     ("sweep",): ([], {}),
 }  # fmt: skip
@@ -222,6 +223,13 @@ def test_any_arguments_exit_cleanly(cli: Cli, command: tuple[str, ...]) -> None:
         assert_exits_cleanly(cli, args)
 
     run()
+
+
+@pytest.mark.parametrize("args", [["keys", "revoke", "\ud800"], ["notifications", "resend", "\ud800"]])
+def test_an_id_that_is_not_text_at_all_exits_2(cli: Cli, args: list[str]) -> None:
+    """A lone surrogate (what an argument of undecodable bytes becomes) names nothing: exit 2."""
+    assert_exits_cleanly(cli, args)
+    assert cli.runner.invoke(app, args).exit_code == 2
 
 
 @bounded

@@ -24,7 +24,8 @@ from aibudget.errors import AibudgetError, InvalidInput, NotFound
 
 Role = Literal["admin", "service", "practice"]
 ROLES: tuple[Role, ...] = ("admin", "service", "practice")
-_KEY = re.compile(r"aib_([0-9a-f]{16})_[A-Za-z0-9_-]{32,64}")
+_KEY_ID = "[0-9a-f]{16}"
+_KEY = re.compile(rf"aib_({_KEY_ID})_[A-Za-z0-9_-]{{32,64}}")
 ENV_ADMIN = "env-admin"  # the key id reported for AIBUDGET_ADMIN_KEY
 
 
@@ -113,6 +114,8 @@ def list_keys(connection: Connection) -> list[ApiKey]:
 
 def revoke_key(connection: Connection, key_id: str, *, now: datetime) -> ApiKey:
     """Revoke a key; revoking again keeps the first revocation time."""
+    if not re.fullmatch(_KEY_ID, key_id):  # no such key; and a lone surrogate is no SQL parameter
+        raise NotFound(f"no API key with id {key_id!r}", field="key_id")
     repository.revoke_key(connection, key_id, now)
     row = repository.get_key(connection, key_id)
     if row is None:

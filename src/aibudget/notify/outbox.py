@@ -17,6 +17,7 @@ operator sends a failed one again (`resend`): `pending` once more, with a new ro
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +82,9 @@ class Notification:
 
 def _notification(row: Row[Any]) -> Notification:
     return Notification(**{field: getattr(row, field) for field in Notification.__slots__})
+
+
+_ID = re.compile(r"ntf_[A-Za-z0-9_-]{32}")  # as `new_id` makes them
 
 
 def new_id() -> str:
@@ -180,7 +184,8 @@ def resend(
     how many. `NotFound` for an unknown id, `Conflict` for one that has not failed."""
     query = update(notifications).where(notifications.c.status == "failed")
     if notification_id is not None:
-        found = get_notification(connection, notification_id)
+        # an id of another shape names none (and a lone surrogate is no SQL parameter)
+        found = get_notification(connection, notification_id) if _ID.fullmatch(notification_id) else None
         if found is None:
             raise NotFound(f"no notification with id {notification_id!r}", field="notification_id")
         if found.status != "failed":
