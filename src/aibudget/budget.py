@@ -22,9 +22,11 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from aibudget.accounts import service as accounts
 from aibudget.accounts.service import Device, Period, Plan, Practice, Rules, Subscription
@@ -34,7 +36,6 @@ from aibudget.auth.service import ApiKey, Principal
 from aibudget.auth.sessions import AdminSession
 from aibudget.config import Settings
 from aibudget.credit import autotopup, topup
-from aibudget.credit import repository as credit_repository
 from aibudget.credit import service as credit
 from aibudget.credit.autotopup import TopupAttempt
 from aibudget.credit.service import CreditGrant
@@ -620,8 +621,15 @@ class Budget:
         many of the log's pages are in the file now (0 on PostgreSQL). See `store.dialect.checkpoint`."""
         return checkpoint(self.engine)
 
-    def sweep(self) -> int:
-        """Expire holds past their TTL and grants past their expiry; returns how many holds expired.
+    def sweep(self, *, limit: int = ledger.SWEEP_LIMIT) -> int:
+        """Expire holds past their TTL — the `limit` longest past it; the rest are left to the next
+        sweep — and grants past their expiry; returns how many holds expired.
+
+        Each practice is swept in a transaction of its own (`ledger.expire_holds`), so one whose
+        balance row another session holds past the lock timeout (PostgreSQL) keeps its holds until a
+        later sweep and holds up no other practice's; the first such failure is raised once the rest
+        of the pass is done. (SQLite's write lock is every practice's: a sweep that cannot have it
+        ends at once.)
 
         Also records calls admitted without a hold that are still in this data directory's journal
         files — a process that died during an outage left them — whether fail-open is still on or
@@ -633,18 +641,27 @@ class Budget:
         needs no hold.)
         """
         now = self.clock()
-
-        def work(connection: Connection) -> int:
-            expired = ledger.expire_holds(connection, now=now, rules=self.rules)
-            for practice_id in credit_repository.practices_with_due_grants(connection, now):
-                load_state(connection, practice_id, now=now, rules=self.rules, write=True)
-            return expired
-
-        expired = self._write(work)
+        due = self._read(lambda connection: ledger.due_for_expiry(connection, now=now, limit=limit))
+        expired = 0
+        failure: Exception | None = None  # the first practice's whose sweep failed
+        for practice_id, holds in due.items():
+            expire = partial(
+                ledger.expire_holds, practice_id=practice_id, now=now, rules=self.rules, limit=holds
+            )
+            try:
+                expired += self._write(expire)
+            except DatabaseUnavailable as unavailable:
+                if self.embedded_database:
+                    raise  # the next practice would wait as long for the same lock
+                failure = failure or unavailable
+            except SQLAlchemyError as error:  # the database answered, with an error of this practice's
+                failure = failure or error
         self.record_admissions()
         if self._gateway is not None:
             self.charge_unconfirmed_topups()
         self.post_kept_settles()
+        if failure is not None:
+            raise failure
         return expired
 
     def prune_usage(self, before: date | datetime) -> Pruned:

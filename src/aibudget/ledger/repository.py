@@ -9,6 +9,7 @@ operator's overview, reads the state rows of many practices at once.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -185,12 +186,28 @@ def close_authorization(connection: Connection, authorization_id: str, status: s
     return bool(cursor.rowcount == 1)
 
 
-def due_authorizations(connection: Connection, now: datetime, limit: int) -> list[AuthorizationRow]:
-    """Active authorizations past their expiry, oldest first (the sweeper's work list)."""
+def practices_with_due_holds(connection: Connection, now: datetime, limit: int) -> Counter[str]:
+    """The practices of the `limit` active authorizations longest past their expiry, each with how
+    many of those are its, in the order of its oldest (the sweeper's work list)."""
+    a = tables.authorizations
+    return Counter(
+        connection.execute(
+            select(a.c.practice_id)
+            .where(a.c.status == "active", a.c.expires_at <= now)
+            .order_by(a.c.expires_at)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def due_authorizations(
+    connection: Connection, practice_id: str, now: datetime, limit: int
+) -> list[AuthorizationRow]:
+    """The practice's active authorizations past their expiry, the `limit` oldest, oldest first."""
     a = tables.authorizations
     rows = connection.execute(
         select(*(a.c[name] for name in AuthorizationRow._fields))
-        .where(a.c.status == "active", a.c.expires_at <= now)
+        .where(a.c.practice_id == practice_id, a.c.status == "active", a.c.expires_at <= now)
         .order_by(a.c.expires_at)
         .limit(limit)
     )

@@ -42,13 +42,14 @@ from aibudget.ledger.state import LedgerRules, State, load_state
 from aibudget.ledger.waterfall import Allocation, allocate
 from aibudget.money import to_decimal
 from aibudget.pricing.catalog import Price, PriceCatalog, Usage
-from aibudget.store.dialect import lock_practices
 from aibudget.views.refusal import refusal_payload
 from aibudget.views.snapshot import Snapshot
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 _OPERATION = re.compile(r"[A-Za-z0-9._:-]{1,32}")
 SETTLE_STATUSES = ("success", "error")
+# holds one sweep releases at most: a backlog takes a few passes, never one pass without end
+SWEEP_LIMIT = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,14 +447,27 @@ def void(
     return replace(_authorization(held), budget=budget_after(connection, practice_id, now=now, rules=rules))
 
 
-def expire_holds(connection: Connection, *, now: datetime, rules: LedgerRules, limit: int = 1000) -> int:
-    """Release holds whose TTL has passed (the sweeper's job); returns how many expired."""
-    due = repository.due_authorizations(connection, now, limit)
-    lock_practices(connection, [row.practice_id for row in due])
+def due_for_expiry(connection: Connection, *, now: datetime, limit: int) -> dict[str, int]:
+    """The sweeper's work list: the practices with holds among the `limit` longest past their TTL,
+    each with how many of those are its (the order of its oldest), then the other practices with
+    grants past their expiry (0 holds). Each is then swept by `expire_holds`."""
+    due: dict[str, int] = repository.practices_with_due_holds(connection, now, limit)
+    for practice_id in credit_repository.practices_with_due_grants(connection, now):
+        due.setdefault(practice_id, 0)
+    return due
+
+
+def expire_holds(
+    connection: Connection, practice_id: str, *, now: datetime, rules: LedgerRules, limit: int
+) -> int:
+    """Retire the practice's grants past their expiry and release its `limit` oldest holds past their
+    TTL (the sweeper's work for one practice); returns how many holds expired.
+
+    The holds are read after the practice is locked: one settled or voided since `due_for_expiry`
+    read it is not among them."""
+    state = _write_state(connection, practice_id, now, rules)
     expired = 0
-    for row in due:
-        state = load_state(connection, row.practice_id, now=now, rules=rules, write=True)
-        assert state is not None
+    for row in repository.due_authorizations(connection, practice_id, now, limit):
         expired += _release(connection, state.practice, state, row, "expired", now)
     return expired
 

@@ -3,6 +3,9 @@ automatic top-ups Stripe never answered, every few seconds.
 
 The server runs one per process (several processes sweeping is safe: each expiry is a conditional
 update under the practice's lock, so a hold expires exactly once). `aibudget sweep` runs one pass.
+A pass sweeps each practice in a transaction of its own (`Budget.sweep`): a practice whose row
+another session keeps locked fails that pass — logged, tried again at the next — and delays no other
+practice's expiry.
 """
 
 from __future__ import annotations
