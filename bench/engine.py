@@ -28,7 +28,10 @@ Then, on that file:
    latency is measured like the snapshot and its check + record pairs/s like the pairs; a scan of
    1M rows takes long, so its rounds and runs also stop after a time budget (at least 3 calls
    each). Its rows are deleted after each run, so every run starts at the nominal history size.
-4. the same SQL without aibudget: the statements one authorize + settle ran (recorded from
+4. paid from prepaid credit, at history 0 only: a second practice on a plan with no included budget
+   and one large credit grant, so every settle takes its cost from the grant (the waterfall's
+   second pot); its pairs/s timed like the pairs above;
+5. the same SQL without aibudget: the statements one authorize + settle ran (recorded from
    `store.sql.Statement`), replayed through the bare sqlite3 module on a connection of aibudget's
    engine — its PRAGMAs, the same two transactions, fresh ids — and timed like the pairs. Its rows
    are real pairs: the books verified at 10k include them.
@@ -83,6 +86,8 @@ SUBSCRIPTION = "sub_bench"
 PLAN = "bench-huge"
 INCLUDED_USD = "1000000"  # 1M USD a period: no run comes near it
 INCLUDED_MICROS = 1_000_000 * 1_000_000
+CREDIT_PRACTICE, CREDIT_SUBSCRIPTION, CREDIT_PLAN = "bench-credit", "sub_bench_credit", "bench-none"
+CREDIT_USD = "1000000"  # one grant no run comes near spending
 
 # One call as aibudget books it: a gpt-4o-mini letter (the rows a real authorize + settle writes).
 OPERATION, MODEL = "letter", "gpt-4o-mini"
@@ -111,6 +116,22 @@ def open_budget(directory: Path) -> Budget:
     return Budget.open(
         f"sqlite:///{directory / 'aibudget.sqlite3'}", settings=Settings.load(data_dir=directory / "var")
     )
+
+
+def create_credit_practice(budget: Budget) -> None:
+    """A practice with no included budget and one large grant: every call is paid from credit."""
+    now = int(time.time())
+    budget.put_practice(CREDIT_PRACTICE, name="Bench practice paying from credit")
+    budget.put_plan(CREDIT_PLAN, included_usd="0")
+    budget.put_subscription(
+        CREDIT_SUBSCRIPTION,
+        practice_id=CREDIT_PRACTICE,
+        plan=CREDIT_PLAN,
+        status="active",
+        current_period_start=now - 10 * 86_400,
+        current_period_end=now + 20 * 86_400,
+    )
+    budget.grant_credit(CREDIT_PRACTICE, amount_usd=CREDIT_USD, source="manual", reference="bench-credit")
 
 
 def create_practice(directory: Path) -> tuple[int, int]:
@@ -247,22 +268,22 @@ def throughput(runs: list[tuple[int, int]]) -> dict[str, Any]:
     }
 
 
-def authorize(budget: Budget, request_id: str) -> None:
+def authorize(budget: Budget, request_id: str, practice_id: str = PRACTICE) -> None:
     budget.authorize(
         request_id=request_id,
         operation=OPERATION,
         model=MODEL,
-        practice_id=PRACTICE,
+        practice_id=practice_id,
         input_tokens=INPUT_TOKENS,
         max_output_tokens=MAX_OUTPUT_TOKENS,
     )
 
 
-def settle(budget: Budget, request_id: str) -> None:
+def settle(budget: Budget, request_id: str, practice_id: str = PRACTICE) -> None:
     budget.settle(
         request_id=request_id,
         model=MODEL,
-        practice_id=PRACTICE,
+        practice_id=practice_id,
         input_tokens=INPUT_TOKENS,
         cached_input_tokens=CACHED_TOKENS,
         output_tokens=OUTPUT_TOKENS,
@@ -286,12 +307,12 @@ def timed_pairs(pair: Callable[[str], None], tag: str) -> dict[str, Any]:
     return throughput(runs)
 
 
-def aibudget_pairs(budget: Budget, size: int) -> dict[str, Any]:
+def aibudget_pairs(budget: Budget, tag: str, practice_id: str = PRACTICE) -> dict[str, Any]:
     def pair(request_id: str) -> None:
-        authorize(budget, request_id)
-        settle(budget, request_id)
+        authorize(budget, request_id, practice_id)
+        settle(budget, request_id, practice_id)
 
-    return timed_pairs(pair, str(size))
+    return timed_pairs(pair, tag)
 
 
 class BareSql:
@@ -424,7 +445,10 @@ def measure(size: int) -> dict[str, Any]:
                 result["naive_pairs"] = naive.pairs(size)
             finally:
                 naive.close()
-            result["pairs"] = aibudget_pairs(budget, size)
+            result["pairs"] = aibudget_pairs(budget, str(size))
+            if size == 0:
+                create_credit_practice(budget)
+                result["credit_pairs"] = aibudget_pairs(budget, "credit", CREDIT_PRACTICE)
             bare = BareSql(budget)
             try:
                 result["bare_sql_pairs"] = timed_pairs(bare.pair, f"bare-{size}")
@@ -524,6 +548,11 @@ def main() -> None:
         cells = (f"{number(value)} ({number(low)}-{number(high)})" for value, low, high in (ours, bare))
         print(f"| {size_label(result['history_events'])} | {' | '.join(cells)} | {ours[0] / bare[0]:.3g} |")
     first, last = results[0], results[-1]
+    credit = spread(first["credit_pairs"], "pairs")
+    print(
+        f"\nPaid from prepaid credit (a plan with no included budget, one grant), history 0:"
+        f" {number(credit[0])} ({number(credit[1])}-{number(credit[2])}) pairs/s."
+    )
     flat = {
         "snapshot_median_last_over_first": round(
             last["snapshot"]["median_us"] / first["snapshot"]["median_us"], 2

@@ -108,9 +108,7 @@ def grant_credit(
     }
     inserted = repository.insert_grant(connection, values)
     if inserted:
-        repository.change_credit(
-            connection, practice_id, amount, repository.next_expiry(connection, practice_id)
-        )
+        repository.change_credit(connection, practice_id, amount)
     existing = repository.grant_by_reference(connection, reference)
     assert existing is not None
     first = replace(_grant(existing), replayed=not inserted)
@@ -143,7 +141,5 @@ def expire_due_grants(connection: Connection, practice_id: str, now: datetime) -
     for row in repository.due_grants(connection, practice_id, now):
         repository.expire_grant(connection, row.grant_id, row.remaining_micros, now)
         retired += row.remaining_micros
-    repository.change_credit(
-        connection, practice_id, -retired, repository.next_expiry(connection, practice_id)
-    )
+    repository.change_credit(connection, practice_id, -retired)
     return retired

@@ -393,10 +393,7 @@ def settle(
         credit_repository.take_from_grant(connection, part.grant_id, part.amount_micros)
     if credit:
         credit_repository.change_credit(
-            connection,
-            practice.practice_id,
-            -sum(part.amount_micros for part in credit),
-            credit_repository.next_expiry(connection, practice.practice_id),
+            connection, practice.practice_id, -sum(part.amount_micros for part in credit)
         )
     released = 0
     if held is not None and held.status == "active":
