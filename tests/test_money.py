@@ -34,6 +34,43 @@ def test_non_amounts_are_refused_naming_the_field(value: object) -> None:
     assert caught.value.field == "included_usd"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("1e3", id="exponent"),
+        pytest.param("1E+2", id="exponent with a sign"),
+        pytest.param("1_000", id="underscores"),
+        pytest.param("\uff11\uff10\uff10", id="full-width digits"),
+        pytest.param("\u0661\u0660\u0660", id="Arabic-Indic digits"),
+        pytest.param("\u0663.\u0665", id="Arabic-Indic digits with a point"),
+        pytest.param("+5", id="plus sign"),
+        pytest.param(".5", id="no digit before the point"),
+        pytest.param("5.", id="no digit after the point"),
+        pytest.param("5\u00a0", id="non-breaking space"),
+        pytest.param("\u20035", id="em space"),
+    ],
+)
+def test_typed_amounts_are_ascii_digits_and_one_point(text: str) -> None:
+    """`Decimal` reads all of these as numbers; no one types them meaning an amount of money."""
+    with pytest.raises(InvalidInput, match=r"is not an amount in USD like 25\.00") as caught:
+        parse_usd(text, field="amount_usd")
+    assert caught.value.field == "amount_usd"
+
+
+def test_typed_negative_amounts_need_permission_and_a_plain_minus() -> None:
+    with pytest.raises(InvalidInput, match="negative"):
+        parse_usd("-0", field="amount_usd")
+    with pytest.raises(InvalidInput, match="not an amount"):
+        parse_usd("-1e3", field="amount_usd", allow_negative=True)
+    assert parse_usd("-0.50", field="amount_usd", allow_negative=True) == -500_000
+
+
+def test_a_decimal_in_exponent_form_is_taken_but_the_same_typed_text_is_not() -> None:
+    assert parse_usd(Decimal("1E+3"), field="amount_usd") == 1_000_000_000
+    with pytest.raises(InvalidInput, match="amount_usd"):
+        parse_usd("1E+3", field="amount_usd")
+
+
 def test_more_than_six_places_is_refused_not_rounded() -> None:
     with pytest.raises(InvalidInput, match="6 decimal places"):
         parse_usd("0.0000001", field="amount_usd")

@@ -4,11 +4,17 @@ One micro-USD is 1e-6 USD. Amounts a person types (a plan's budget, a credit gra
 the micro-USD and are refused otherwise; costs computed from prices are rounded *up* to the next
 micro-USD, so a call that cost anything never costs 0. Floats are refused everywhere: `0.1 + 0.2` is
 not a price.
+
+`parse_usd` is the one place a typed amount is read — for the library, the HTTP API, the CLI, the
+dashboard's forms and the settings — and the text it takes is stricter than `Decimal`'s: `1e3`,
+`1_000`, `+5` or Arabic-Indic digits are numbers to Python, but no one types them meaning an amount
+of money.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+import re
+from decimal import ROUND_CEILING, Decimal
 
 from aibudget.errors import InvalidInput
 
@@ -16,6 +22,10 @@ MICROS_PER_USD = 1_000_000
 # Amounts people type are capped far above any real budget and far below what a 64-bit column holds
 MAX_AMOUNT_USD = 1_000_000_000
 _MICRO = Decimal("0.000001")
+# An amount as text: ASCII digits, then optionally one "." with digits after it; a leading "-" is
+# checked against `allow_negative` after the match. `[0-9]`, not `\d`, which takes any script's digits.
+_TYPED_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_ASCII_WHITESPACE = " \t\n\r\f\v"  # what a form or a shell leaves around a value; no other space
 
 USDInput = Decimal | str | int
 
@@ -24,25 +34,42 @@ class FloatNotAllowed(InvalidInput):
     """A float was passed where money is expected; floats cannot hold cents exactly."""
 
 
-def _to_decimal(value: object, field: str) -> Decimal:
+def _to_decimal(value: object, field: str, *, allow_negative: bool) -> Decimal:
     if isinstance(value, float):
         raise FloatNotAllowed(
             f"{field}: {value!r} is a float; pass money as a decimal string or Decimal", field=field
         )
     if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
         raise InvalidInput(f"{field}: expected a decimal amount, got {type(value).__name__}", field=field)
-    try:
-        amount = Decimal(value.strip() if isinstance(value, str) else value)
-    except InvalidOperation:
-        raise InvalidInput(f"{field}: {value!r} is not a decimal amount", field=field) from None
+    if isinstance(value, str):
+        text = value.strip(_ASCII_WHITESPACE)
+        if not _TYPED_AMOUNT.fullmatch(text):
+            raise InvalidInput(
+                f"{field}: {value!r} is not an amount in USD like 25.00 "
+                "(ASCII digits and at most one '.'; no exponent, separators or '+')",
+                field=field,
+            )
+        if text.startswith("-") and not allow_negative:  # "-0" too: a sign where none may be
+            raise InvalidInput(f"{field}: {value!r} is negative", field=field)
+        return Decimal(text)
+    amount = Decimal(value)
     if not amount.is_finite():
         raise InvalidInput(f"{field}: {value!r} is not a finite amount", field=field)
     return amount
 
 
 def parse_usd(value: object, *, field: str, allow_negative: bool = False) -> int:
-    """An exact USD amount (`"12.50"`, `Decimal("3")`, `20`) as micro-USD; refuses anything inexact."""
-    amount = _to_decimal(value, field)
+    """An exact USD amount (`"12.50"`, `Decimal("3")`, `20`) as micro-USD; refuses anything inexact.
+
+    Text must be ASCII digits with at most one `.` that has digits on both sides (`"20"`, `"7.50"`,
+    `"0.000001"`), with a leading `-` only when `allow_negative`; spaces, tabs and line breaks around
+    it are ignored. Refused, with `InvalidInput` naming `field`: exponents (`"1e3"`), digit separators
+    (`"1_000"`, `"1,000"`, `"1 000"`), a leading `+`, digits of other scripts (full-width,
+    Arabic-Indic, …), non-ASCII spaces, and a bare `"."` at either end (`".5"`, `"5."`), which is
+    more often a digit lost in typing than a way of writing 0.50 or 5. A `Decimal` or an `int` is
+    taken as it is (any finite value, exponent form included); a float or a bool is refused.
+    """
+    amount = _to_decimal(value, field, allow_negative=allow_negative)
     if amount < 0 and not allow_negative:
         raise InvalidInput(f"{field}: {value!r} is negative", field=field)
     if abs(amount) > MAX_AMOUNT_USD:

@@ -111,6 +111,39 @@ def test_bad_subscription_fields_are_refused(budget: Budget, fields: dict[str, o
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param(" ", id="a space"),
+        pytest.param("   ", id="spaces"),
+        pytest.param(" basic", id="a leading space"),
+        pytest.param("basic ", id="a trailing space"),
+        pytest.param("\u00a0basic", id="a non-breaking space"),
+        pytest.param("ba\u200bsic", id="a zero-width space"),
+        pytest.param("basic\u0085", id="a C1 control character"),
+    ],
+)
+def test_an_id_that_looks_blank_or_padded_is_refused_naming_it(budget: Budget, given: str) -> None:
+    """Ids are matched exactly, so "basic " would never meet "basic"; spaces inside are fine."""
+    create_practice(budget)
+    attempts = {
+        "lookup_key": lambda: budget.put_plan(given, included_usd="20"),
+        "subscription_id": lambda: create_subscription(budget, given),
+        "plan": lambda: create_subscription(budget, plan=given),
+        "customer_id": lambda: create_subscription(budget, customer_id=given),
+        "device_id": lambda: budget.bind_device(given, practice_id="p1"),
+        "user_key": lambda: budget.bind_device("dev-a", practice_id="p1", user_key=given),
+    }
+    for field, attempt in attempts.items():
+        with pytest.raises(InvalidInput) as caught:
+            attempt()
+        assert caught.value.field == field
+    with read_transaction(budget.engine) as connection:
+        for table in (tables.plans, tables.subscriptions, tables.devices):
+            assert connection.execute(select(table)).first() is None
+    assert budget.put_plan("Basic Plan", included_usd="20").lookup_key == "Basic Plan"
+
+
 def test_the_latest_period_end_taken_shows_in_a_timezone_far_east_of_utc(
     budget: Budget, clock: FakeClock
 ) -> None:

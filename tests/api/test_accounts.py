@@ -143,7 +143,9 @@ def test_a_plan_sets_what_a_subscribed_practice_has_included(server: Server) -> 
     assert after["included_usd"] == "30.000000"
 
 
-@pytest.mark.parametrize("amount", [12.5, "12.5000001", "-1", "twelve", True, "1e30", None])
+@pytest.mark.parametrize(
+    "amount", [12.5, "12.5000001", "-1", "twelve", True, "1e30", None, "1e1", "1_000", "+5", ".5"]
+)
 def test_a_plan_amount_that_is_not_exact_money_is_refused_and_changes_nothing(
     server: Server, amount: object
 ) -> None:
@@ -212,6 +214,8 @@ def test_a_subscription_of_an_unknown_practice_is_404(server: Server) -> None:
         ({"current_period_start": 1764547200, "current_period_end": 253_402_300_799}, "current_period_end"),
         ({"updated_at": 1.5}, "updated_at"),
         ({"status": ""}, "status"),
+        ({"plan": " basic"}, "plan"),
+        ({"customer_id": " "}, "customer_id"),
     ],
 )
 def test_a_bad_subscription_is_refused_and_not_stored(
@@ -271,6 +275,24 @@ def test_device_errors_name_the_field(server: Server) -> None:
     assert_problem(unknown_practice, 404, "practice_id")
     assert_problem(no_device, 422, "device_id")
     assert_problem(unknown_device, 404, "device_id")
+
+
+def test_ids_with_spaces_at_their_ends_are_refused_naming_the_field(server: Server) -> None:
+    """An id is matched exactly: a device bound as " pc-1" could never call, since HTTP drops the
+    spaces before its `X-Device-Id`."""
+    practice_id, plan = practice(server), new_id("plan")
+    with server.admin() as admin:
+        padded_plan = admin.put(f"/v1/plans/%20{plan}", json={"included_usd": "5"})
+        blank_subscription = admin.put("/v1/subscriptions/%20", json={"practice_id": practice_id,
+                                                                      "status": "active"})  # fmt: skip
+        padded_device = admin.post("/v1/devices", json={"device_id": " pc-1", "practice_id": practice_id})
+
+    assert_problem(padded_plan, 422, "lookup_key")
+    assert_problem(blank_subscription, 422, "subscription_id")
+    assert_problem(padded_device, 422, "device_id")
+    with server.budget() as budget:
+        assert budget.devices(practice_id) == []
+        assert budget.snapshot(practice_id).subscription_id is None
 
 
 # API keys

@@ -81,8 +81,12 @@ def test_the_same_reference_with_another_amount_is_409_and_credits_nothing(serve
         ({"amount_usd": "0"}, "amount_usd"),
         ({"amount_usd": "-5"}, "amount_usd"),
         ({"amount_usd": "0.0000001"}, "amount_usd"),
+        ({"amount_usd": "1e3"}, "amount_usd"),  # Decimal reads 1000; no one types that meaning 1000 USD
+        ({"amount_usd": "\uff12\uff15"}, "amount_usd"),  # full-width digits
         ({"source": "gift"}, "source"),
         ({"reference": ""}, "reference"),
+        ({"reference": " "}, "reference"),
+        ({"reference": "pi_1 "}, "reference"),
         ({"priority": -1}, "priority"),
         ({"expires_at": "2030-01-01T00:00:00"}, "expires_at"),
         ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),

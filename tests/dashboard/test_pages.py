@@ -310,8 +310,13 @@ def test_spend_this_period_shows_only_the_calls_charged_to_the_period(page: Page
 
 @pytest.mark.parametrize(
     ("amount", "expires_on", "field"),
-    [("lots", "", "amount_usd"), ("5", "9999-12-31", "expires_on")],  # the day after it: past datetime's end
-    ids=["amount", "expiry past the year 9998"],
+    [
+        ("lots", "", "amount_usd"),
+        ("1e3", "", "amount_usd"),  # Decimal reads 1000
+        ("\uff15\uff10", "", "amount_usd"),  # full-width digits, as a Japanese keyboard types them
+        ("5", "9999-12-31", "expires_on"),  # the day after it: past datetime's end
+    ],
+    ids=["amount", "amount with an exponent", "amount in full-width digits", "expiry past the year 9998"],
 )
 def test_bad_input_in_a_form_names_the_field_and_writes_nothing(
     page: Page, server: Server, practice: dict[str, object], amount: str, expires_on: str, field: str

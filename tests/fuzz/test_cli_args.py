@@ -89,6 +89,7 @@ fuzzy_usd = st.one_of(
     st.floats().map(repr),
     st.integers().map(str),
     st.sampled_from(["0", "20", "7.50", "0.0000001", "1e9", "1E+10", "inf", "-inf", "nan", "1,50", "$5"]),
+    st.sampled_from(["1_000", "+5", ".5", "5.", "-0", " 7.50 ", "\uff15", "\u0665", "5\u00a0", "9" * 400]),
 )
 fuzzy_time = st.one_of(
     st.integers(-(10**12), 10**13).map(str),

@@ -126,6 +126,32 @@ def _text(value: object, field: str, pattern: re.Pattern[str] = _NAME) -> str:
     return value
 
 
+def check_id(value: object, field: str, *, max_length: int = 200) -> str:
+    """An id or reference named from outside — a plan's lookup key, a subscription, customer or
+    device id, a user key, a payment reference — as given, or `InvalidInput` naming `field`.
+
+    Such ids are matched exactly, so what looks the same must be the same: 1-`max_length` printable
+    characters (`str.isprintable`: no control characters, no tab or line break, no zero-width, no
+    non-breaking or other non-ASCII space), not blank and without a space at either end — `" basic"`
+    would never meet `"basic"`, and HTTP drops the spaces before a header's value, so a device bound
+    as `" pc-1"` could never call. Spaces inside (`"Basic Plan"`) are kept. Practice ids and request
+    ids have stricter patterns of their own (`check_practice_id`, `ledger.service.check_request_id`).
+    """
+    if not isinstance(value, str) or not 1 <= len(value) <= max_length:
+        raise InvalidInput(f"{field} must be 1-{max_length} characters", field=field)
+    if not value.isprintable():
+        raise InvalidInput(
+            f"{field} must not contain control or invisible characters (tabs, line breaks, zero-width "
+            "or non-breaking spaces)",
+            field=field,
+        )
+    if not value.strip():
+        raise InvalidInput(f"{field} must not be blank", field=field)
+    if value != value.strip():
+        raise InvalidInput(f"{field} must not start or end with a space", field=field)
+    return value
+
+
 def check_practice_id(practice_id: object) -> str:
     if not isinstance(practice_id, str) or not _PRACTICE_ID.fullmatch(practice_id):
         raise InvalidInput(
@@ -232,7 +258,7 @@ def get_practice(connection: Connection, practice_id: str) -> Practice:
 
 def put_plan(connection: Connection, lookup_key: str, *, included_usd: object, now: datetime) -> Plan:
     included = parse_usd(included_usd, field="included_usd")
-    repository.upsert_plan(connection, _text(lookup_key, "lookup_key"), included, now)
+    repository.upsert_plan(connection, check_id(lookup_key, "lookup_key"), included, now)
     repository.forget_periods_of_plan(connection, lookup_key)
     return Plan(lookup_key, included)
 
@@ -281,13 +307,13 @@ def put_subscription(
             "current_period_end must be after current_period_start", field="current_period_end"
         )
     values = {
-        "subscription_id": _text(subscription_id, "subscription_id"),
+        "subscription_id": check_id(subscription_id, "subscription_id"),
         "practice_id": practice_id,
         "status": _text(status, "status"),
-        "plan": None if plan is None else _text(plan, "plan"),
+        "plan": None if plan is None else check_id(plan, "plan"),
         "current_period_start": current_period_start,
         "current_period_end": current_period_end,
-        "customer_id": None if customer_id is None else _text(customer_id, "customer_id"),
+        "customer_id": None if customer_id is None else check_id(customer_id, "customer_id"),
         "customer_email": None if customer_email is None else _text(customer_email, "customer_email"),
         "updated_at": int(now.timestamp()) if updated_at is None else updated_at,
         "mirrored_at": now,
@@ -361,8 +387,7 @@ def period_from_row(row: Any) -> Period:
 
 
 def device_hash(secret: bytes, device_id: str) -> str:
-    if not isinstance(device_id, str) or not 1 <= len(device_id) <= 200 or not device_id.isprintable():
-        raise InvalidInput("device_id must be 1-200 printable characters", field="device_id")
+    check_id(device_id, "device_id")  # never echoed: a device id is a secret of the installation
     return hmac.new(secret, device_id.encode(), hashlib.sha256).hexdigest()
 
 
@@ -384,7 +409,7 @@ def bind_device(
     get_practice(connection, practice_id)
     values = {
         "practice_id": practice_id,
-        "user_key": None if user_key is None else _text(user_key, "user_key"),
+        "user_key": None if user_key is None else check_id(user_key, "user_key"),
         "active": True,
         "updated_at": now,
     }

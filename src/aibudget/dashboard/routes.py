@@ -16,7 +16,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -294,13 +293,6 @@ def _act(request: Request, practice_id: str, csrf_token: str, action: Any, notic
     )
 
 
-def _usd(text: str, field: str) -> Decimal:
-    try:
-        return Decimal(text.strip())
-    except InvalidOperation:
-        raise InvalidInput(f"{field}: {text!r} is not an amount in USD like 25.00", field=field) from None
-
-
 def _expiry(expires_on: str, timezone: str) -> datetime:
     """When credit given "until" `expires_on` runs out: the midnight after that day in the practice's
     timezone; a date-time as given (in that timezone when it has no offset)."""
@@ -323,7 +315,7 @@ def grant_credit(
         timezone = budget.get_practice(practice_id).timezone
         budget.grant_credit(
             practice_id,
-            amount_usd=_usd(amount_usd, "amount_usd"),
+            amount_usd=amount_usd,  # as typed: read by `money.parse_usd`, like every typed amount
             source="manual",
             reference=reference,
             expires_at=_expiry(expires_on, timezone) if expires_on else None,
