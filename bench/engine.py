@@ -118,36 +118,35 @@ def open_budget(directory: Path) -> Budget:
     )
 
 
-def create_credit_practice(budget: Budget) -> None:
-    """A practice with no included budget and one large grant: every call is paid from credit."""
+def subscribe(
+    budget: Budget, practice_id: str, name: str, plan: str, included_usd: str, subscription: str
+) -> None:
+    """The practice on `plan`, in a provider period around now (ten days in, twenty to go)."""
     now = int(time.time())
-    budget.put_practice(CREDIT_PRACTICE, name="Bench practice paying from credit")
-    budget.put_plan(CREDIT_PLAN, included_usd="0")
+    budget.put_practice(practice_id, name=name)
+    budget.put_plan(plan, included_usd=included_usd)
     budget.put_subscription(
-        CREDIT_SUBSCRIPTION,
-        practice_id=CREDIT_PRACTICE,
-        plan=CREDIT_PLAN,
+        subscription,
+        practice_id=practice_id,
+        plan=plan,
         status="active",
         current_period_start=now - 10 * 86_400,
         current_period_end=now + 20 * 86_400,
+    )
+
+
+def create_credit_practice(budget: Budget) -> None:
+    """A practice with no included budget and one large grant: every call is paid from credit."""
+    subscribe(
+        budget, CREDIT_PRACTICE, "Bench practice paying from credit", CREDIT_PLAN, "0", CREDIT_SUBSCRIPTION
     )
     budget.grant_credit(CREDIT_PRACTICE, amount_usd=CREDIT_USD, source="manual", reference="bench-credit")
 
 
 def create_practice(directory: Path) -> tuple[int, int]:
-    """The practice on a huge plan, in a provider period around now; its period's id and start."""
-    now = int(time.time())
+    """The practice on a huge plan; its period's id and start."""
     with open_budget(directory) as budget:
-        budget.put_practice(PRACTICE, name="Bench practice")
-        budget.put_plan(PLAN, included_usd=INCLUDED_USD)
-        budget.put_subscription(
-            SUBSCRIPTION,
-            practice_id=PRACTICE,
-            plan=PLAN,
-            status="active",
-            current_period_start=now - 10 * 86_400,
-            current_period_end=now + 20 * 86_400,
-        )
+        subscribe(budget, PRACTICE, "Bench practice", PLAN, INCLUDED_USD, SUBSCRIPTION)
         period = budget.current_period(PRACTICE)
         assert period is not None
         return period.period_id, period.start
