@@ -12,10 +12,9 @@ b.price("gpt-4o-mini", input_tokens=1200, output_tokens=600).cost_usd
 ```
 """
 
-from aibudget.budget.core import Clock, system_clock
 from aibudget.budget.operations import Operations
 
-__all__ = ["Budget", "Clock", "system_clock"]
+__all__ = ["Budget"]
 
 
 class Budget(Operations):
