@@ -16,7 +16,7 @@ from aibudget.budget.payments import Payments
 from aibudget.config import Settings
 from aibudget.credit import autotopup
 from aibudget.credit.autotopup import TopupAttempt
-from aibudget.errors import AibudgetError, BudgetExceeded, DatabaseUnavailable
+from aibudget.errors import AibudgetError, BudgetExceeded, DatabaseUnavailable, InvalidInput
 from aibudget.ledger import alerts, fail_open
 from aibudget.ledger import service as ledger
 from aibudget.ledger.estimate import Estimate
@@ -340,14 +340,15 @@ class Gating(Payments):
         return state.snapshot()
 
     def sweep(self, *, limit: int = ledger.SWEEP_LIMIT) -> int:
-        """Expire holds past their TTL — the `limit` longest past it; the rest are left to the next
-        sweep — and grants past their expiry; returns how many holds expired.
+        """Expire holds past their TTL and grants past their expiry; returns how many holds expired.
 
-        Each practice is swept in a transaction of its own (`ledger.expire_holds`), so one whose
-        balance row another session holds past the lock timeout (PostgreSQL) keeps its holds until a
-        later sweep and holds up no other practice's; the first such failure is raised once the rest
-        of the pass is done. (SQLite's write lock is every practice's: a sweep that cannot have it
-        ends at once.)
+        Practice by practice, the one whose oldest hold is longest past its TTL first, each in a
+        transaction of its own (`ledger.expire_holds`); at most `limit` holds in all, the rest are
+        left to the next sweep. A practice whose balance row another session holds past the lock
+        timeout (PostgreSQL) keeps its holds until a later sweep, spends none of the limit and holds
+        up no other practice's: once the rest of the pass is done, `DatabaseUnavailable` says how
+        many holds were released and which practices could not be swept. (SQLite's write lock is
+        every practice's: a sweep that cannot have it ends at once.)
 
         Also records calls admitted without a hold that are still in this data directory's journal
         files — a process that died during an outage left them — whether fail-open is still on or
@@ -358,28 +359,39 @@ class Gating(Payments):
         no other work. (A kept settle whose hold ran out meanwhile is charged all the same: a settle
         needs no hold.)
         """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit: {limit!r} is not a whole number of holds, 1 or more", field="limit")
         now = self.clock()
         due = self._read(lambda connection: ledger.due_for_expiry(connection, now=now, limit=limit))
         expired = 0
-        failure: Exception | None = None  # the first practice's whose sweep failed
-        for practice_id, holds in due.items():
+        failed: dict[str, Exception] = {}  # the practices whose sweep failed, with why
+        for practice_id in due:
             expire = partial(
-                ledger.expire_holds, practice_id=practice_id, now=now, rules=self.rules, limit=holds
-            )
+                ledger.expire_holds, practice_id=practice_id, now=now, rules=self.rules,
+                limit=max(limit - expired, 0),
+            )  # fmt: skip
             try:
                 expired += self._write(expire)
             except DatabaseUnavailable as unavailable:
                 if self.embedded_database:
                     raise  # the next practice would wait as long for the same lock
-                failure = failure or unavailable
+                failed[practice_id] = unavailable
             except SQLAlchemyError as error:  # the database answered, with an error of this practice's
-                failure = failure or error
+                failed[practice_id] = error
         self.record_admissions()
         if self._gateway is not None:
             self.charge_unconfirmed_topups()
         self.post_kept_settles()
-        if failure is not None:
-            raise failure
+        if failed:
+            first = next(iter(failed.values()))
+            if not isinstance(first, DatabaseUnavailable):
+                raise first
+            shown = ", ".join(map(repr, list(failed)[:5])) + (", ..." if len(failed) > 5 else "")
+            raise DatabaseUnavailable(
+                f"the sweep released {expired} expired hold(s), but {len(failed)} practice(s) could not "
+                f"be swept ({shown}): the database is unavailable for them; their holds wait for the "
+                "next sweep"
+            ) from first
         return expired
 
     def price(

@@ -9,12 +9,11 @@ operator's overview, reads the state rows of many practices at once.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from aibudget.accounts.service import Period
 from aibudget.ledger.waterfall import Allocation
@@ -186,15 +185,16 @@ def close_authorization(connection: Connection, authorization_id: str, status: s
     return bool(cursor.rowcount == 1)
 
 
-def practices_with_due_holds(connection: Connection, now: datetime, limit: int) -> Counter[str]:
-    """The practices of the `limit` active authorizations longest past their expiry, each with how
-    many of those are its, in the order of its oldest (the sweeper's work list)."""
+def practices_with_due_holds(connection: Connection, now: datetime, limit: int) -> list[str]:
+    """The practices with active authorizations past their expiry, the one with the oldest first; at
+    most `limit` of them (the sweeper's work list)."""
     a = tables.authorizations
-    return Counter(
+    return list(
         connection.execute(
             select(a.c.practice_id)
             .where(a.c.status == "active", a.c.expires_at <= now)
-            .order_by(a.c.expires_at)
+            .group_by(a.c.practice_id)
+            .order_by(func.min(a.c.expires_at), a.c.practice_id)
             .limit(limit)
         ).scalars()
     )

@@ -444,13 +444,13 @@ def void(
     return replace(_authorization(held), budget=budget_after(connection, practice_id, now=now, rules=rules))
 
 
-def due_for_expiry(connection: Connection, *, now: datetime, limit: int) -> dict[str, int]:
-    """The sweeper's work list: the practices with holds among the `limit` longest past their TTL,
-    each with how many of those are its (the order of its oldest), then the other practices with
-    grants past their expiry (0 holds). Each is then swept by `expire_holds`."""
-    due: dict[str, int] = repository.practices_with_due_holds(connection, now, limit)
-    for practice_id in credit_repository.practices_with_due_grants(connection, now):
-        due.setdefault(practice_id, 0)
+def due_for_expiry(connection: Connection, *, now: datetime, limit: int) -> list[str]:
+    """The sweeper's work list: the practices with holds past their TTL, the one with the oldest
+    first (at most `limit` of them), then the other practices with grants past their expiry. Each is
+    then swept by `expire_holds`."""
+    due = repository.practices_with_due_holds(connection, now, limit)
+    listed = set(due)
+    due += (p for p in credit_repository.practices_with_due_grants(connection, now) if p not in listed)
     return due
 
 
@@ -463,10 +463,8 @@ def expire_holds(
     The holds are read after the practice is locked: one settled or voided since `due_for_expiry`
     read it is not among them."""
     state = _write_state(connection, practice_id, now, rules)
-    expired = 0
-    for row in repository.due_authorizations(connection, practice_id, now, limit):
-        expired += _release(connection, state.practice, state, row, "expired", now)
-    return expired
+    due = repository.due_authorizations(connection, practice_id, now, limit) if limit > 0 else []
+    return sum(_release(connection, state.practice, state, row, "expired", now) for row in due)
 
 
 def _release(
