@@ -71,6 +71,15 @@ def test_a_decimal_in_exponent_form_is_taken_but_the_same_typed_text_is_not() ->
         parse_usd("1E+3", field="amount_usd")
 
 
+@pytest.mark.parametrize("value", [10**5000, "9" * 5000], ids=["an int too long to print", "a long text"])
+def test_an_amount_too_long_to_show_is_refused_with_a_short_message(value: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_usd(value, field="amount_usd")
+    assert refused.value.field == "amount_usd"
+    assert "more than 1,000,000,000 USD" in str(refused.value)
+    assert len(str(refused.value)) < 120
+
+
 def test_more_than_six_places_is_refused_not_rounded() -> None:
     with pytest.raises(InvalidInput, match="6 decimal places"):
         parse_usd("0.0000001", field="amount_usd")

@@ -34,10 +34,20 @@ class FloatNotAllowed(InvalidInput):
     """A float was passed where money is expected; floats cannot hold cents exactly."""
 
 
+def _shown(value: object) -> str:
+    """`value` as an error message shows it: its repr, cut to 40 characters (an int past Python's
+    4,300-digit limit for text has none)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "a number of more than 4,300 digits"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _to_decimal(value: object, field: str, *, allow_negative: bool) -> Decimal:
     if isinstance(value, float):
         raise FloatNotAllowed(
-            f"{field}: {value!r} is a float; pass money as a decimal string or Decimal", field=field
+            f"{field}: {_shown(value)} is a float; pass money as a decimal string or Decimal", field=field
         )
     if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
         raise InvalidInput(f"{field}: expected a decimal amount, got {type(value).__name__}", field=field)
@@ -45,16 +55,16 @@ def _to_decimal(value: object, field: str, *, allow_negative: bool) -> Decimal:
         text = value.strip(_ASCII_WHITESPACE)
         if not _TYPED_AMOUNT.fullmatch(text):
             raise InvalidInput(
-                f"{field}: {value!r} is not an amount in USD like 25.00 "
+                f"{field}: {_shown(value)} is not an amount in USD like 25.00 "
                 "(ASCII digits and at most one '.'; no exponent, separators or '+')",
                 field=field,
             )
         if text.startswith("-") and not allow_negative:  # "-0" too: a sign where none may be
-            raise InvalidInput(f"{field}: {value!r} is negative", field=field)
+            raise InvalidInput(f"{field}: {_shown(value)} is negative", field=field)
         return Decimal(text)
     amount = Decimal(value)
     if not amount.is_finite():
-        raise InvalidInput(f"{field}: {value!r} is not a finite amount", field=field)
+        raise InvalidInput(f"{field}: {_shown(value)} is not a finite amount", field=field)
     return amount
 
 
@@ -71,12 +81,12 @@ def parse_usd(value: object, *, field: str, allow_negative: bool = False) -> int
     """
     amount = _to_decimal(value, field, allow_negative=allow_negative)
     if amount < 0 and not allow_negative:
-        raise InvalidInput(f"{field}: {value!r} is negative", field=field)
+        raise InvalidInput(f"{field}: {_shown(value)} is negative", field=field)
     if abs(amount) > MAX_AMOUNT_USD:
-        raise InvalidInput(f"{field}: {value!r} is more than {MAX_AMOUNT_USD:,} USD", field=field)
+        raise InvalidInput(f"{field}: {_shown(value)} is more than {MAX_AMOUNT_USD:,} USD", field=field)
     micros = amount * MICROS_PER_USD
     if micros != micros.to_integral_value():
-        raise InvalidInput(f"{field}: {value!r} has more than 6 decimal places", field=field)
+        raise InvalidInput(f"{field}: {_shown(value)} has more than 6 decimal places", field=field)
     return int(micros)
 
 

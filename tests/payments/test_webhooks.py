@@ -289,6 +289,28 @@ def test_a_created_subscription_funds_the_practice_with_its_plan_and_period(serv
     assert (row.status, row.customer_id, row.updated_at) == ("active", "cus_webhooks", payload["created"])
 
 
+def test_a_lookup_key_is_mirrored_as_stripe_keeps_it_padded_or_not(server: Server) -> None:
+    """Stripe allows any lookup key of up to 200 characters: one with a space at its end is the plan
+    set up with that very key, and its events are applied — a refused one would come again and again
+    and leave the mirror wrong (a cancelled subscription still spending)."""
+    practice_id = practice_with_plans(server, ("padded-basic ", "20"), ("padded-basic", "50"))
+    subscription_id, created = new_id("sub"), int(time.time())
+    payload = subscription_event(
+        "created", subscription_id, practice_id, created=created, lookup_key="padded-basic "
+    )
+
+    assert_received(deliver(server, payload), "applied")
+    view = operator_view(server, practice_id)
+    assert (view["plan"], view["included_usd"]) == ("padded-basic ", "20.000000")
+
+    deleted = subscription_event(
+        "deleted", subscription_id, practice_id, created=created + 1, lookup_key="padded-basic ",
+        status="canceled",
+    )  # fmt: skip
+    assert_received(deliver(server, deleted), "applied")
+    assert mirrored(server, subscription_id).status == "canceled"
+
+
 def test_an_update_changes_plan_and_period(server: Server) -> None:
     practice_id = practice_with_plans(server, ("upd-basic", "20"), ("upd-pro", "50"))
     subscription_id, created = new_id("sub"), int(time.time())
