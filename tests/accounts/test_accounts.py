@@ -142,9 +142,9 @@ def test_ids_mirrored_from_elsewhere_are_kept_as_they_come(budget: Budget) -> No
     assert budget.bind_device("dev-a", practice_id="p1", user_key=" dr. muster").user_key == " dr. muster"
 
 
-@pytest.mark.parametrize("given", [" pc-1", "pc-1 ", "pc\u00a01", "pc\u200b1"])
+@pytest.mark.parametrize("given", [" pc-1", "pc-1 ", "pc\u00a01", "pc\u200b1", "Müller-PC"])
 def test_a_device_id_the_desktop_app_could_not_send_is_not_bound(budget: Budget, given: str) -> None:
-    """HTTP drops the spaces before a header's value; a device id must be printable."""
+    """`X-Device-Id` carries printable ASCII, and HTTP drops the spaces before a header's value."""
     create_practice(budget)
     with pytest.raises(InvalidInput) as caught:
         budget.bind_device(given, practice_id="p1")

@@ -385,10 +385,15 @@ def device_hash(secret: bytes, device_id: str) -> str:
 
 
 def _new_device_id(device_id: str) -> str:
-    """A device id to bind: one the desktop app can send. HTTP drops the spaces before a header's
-    value, so a device bound as `" pc-1"` could never call; one bound so before is still found."""
-    if isinstance(device_id, str) and (device_id.isspace() or device_id != device_id.strip()):
-        raise InvalidInput("device_id must not be blank, nor start or end with a space", field="device_id")
+    """A device id to bind: one the desktop app can send in `X-Device-Id`, printable ASCII without a
+    space at either end (HTTP drops the spaces before a header's value, so a device bound as
+    `" pc-1"` could never call). One bound before these rules is still found and can be deactivated."""
+    if isinstance(device_id, str) and (
+        not device_id.isascii() or device_id.isspace() or device_id != device_id.strip()
+    ):
+        raise InvalidInput(
+            "device_id must be printable ASCII, not blank, without a space at either end", field="device_id"
+        )
     return device_id  # device_hash checks the rest
 
 
