@@ -108,6 +108,7 @@ def past_the_year_9998(_now: datetime) -> datetime:
         pytest.param({"reference": "x" * 201}, "reference", id="long reference"),
         pytest.param({"reference": "pi\n1"}, "reference", id="reference with a newline"),
         pytest.param({"reference": " "}, "reference", id="blank reference"),
+        pytest.param({"reference": "gift\u200b-1"}, "reference", id="reference with a zero-width space"),
         pytest.param({"priority": -1}, "priority", id="negative priority"),
         pytest.param({"priority": 1_000_001}, "priority", id="priority too large"),
         pytest.param({"priority": 1.5}, "priority", id="float priority"),

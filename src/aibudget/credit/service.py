@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Row
 
-from aibudget.accounts.service import check_id, get_practice
+from aibudget.accounts.service import get_practice
 from aibudget.credit import repository
 from aibudget.errors import Conflict, InvalidInput
 from aibudget.money import parse_usd, to_decimal
@@ -81,7 +81,10 @@ def grant_credit(
         raise InvalidInput("amount_usd must be more than 0", field="amount_usd")
     if source not in SOURCES:
         raise InvalidInput(f"source: {source!r} is not one of {', '.join(SOURCES)}", field="source")
-    check_id(reference, "reference")
+    if not isinstance(reference, str) or not 1 <= len(reference) <= 200 or not reference.isprintable():
+        raise InvalidInput("reference must be 1-200 printable characters", field="reference")
+    if reference.isspace():
+        raise InvalidInput("reference must not be blank", field="reference")
     if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1_000_000:
         raise InvalidInput("priority must be a whole number 0-1000000 (lower pays first)", field="priority")
     if expires_at is not None and expires_at.tzinfo is None:
