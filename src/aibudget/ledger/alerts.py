@@ -103,7 +103,12 @@ def after_settle(
     if snapshot.subscription_id is None:  # a call settled after the subscription ended: nothing to tell
         return
     if period_id is not None:
-        charged = _as_of(snapshot, repository.period(connection, period_id))
+        # the current period as the settle left it, read again only when the call was charged to another
+        charged = (
+            snapshot
+            if period_id == snapshot.period_id
+            else _as_of(snapshot, repository.period(connection, period_id))
+        )
         thresholds_reached(connection, charged, thresholds=thresholds, now=now)
     if snapshot.included_remaining_micros + snapshot.extra_credit_remaining_micros > 0:
         return

@@ -233,8 +233,8 @@ _PERIOD = Statement("""
 
 
 def period(connection: Connection, period_id: int) -> Period:
-    """One period as this transaction sees it (after a settle charged it): on every settle, for its
-    notifications, so a hand-written statement."""
+    """One period as this transaction sees it (after a settle charged it to a period that is no
+    longer the current one, for its notifications): hand-written, as it runs on a settle."""
     row = _PERIOD.one(connection, {"period_id": period_id})
     if row is None:
         raise LookupError(f"period {period_id} does not exist")

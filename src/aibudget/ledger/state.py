@@ -69,10 +69,11 @@ class State:
 def period_figures(period: Period | None) -> dict[str, Any]:
     """The fields of a `Snapshot` that its period gives (those of no period when None)."""
     if period is None:
-        return {"subscription_id": None, "plan": None, "period_start": None, "period_end": None,
-                "included_micros": 0, "used_micros": 0, "included_remaining_micros": 0,
+        return {"period_id": None, "subscription_id": None, "plan": None, "period_start": None,
+                "period_end": None, "included_micros": 0, "used_micros": 0, "included_remaining_micros": 0,
                 "overage_micros": 0}  # fmt: skip
     return {
+        "period_id": period.period_id,
         "subscription_id": period.subscription_id,
         "plan": period.plan,
         "period_start": period.start,

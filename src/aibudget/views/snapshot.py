@@ -46,6 +46,7 @@ class Snapshot:
     auto_topup: AutoTopupState = AutoTopupState()
     # part of the extra credit that expires before a call started now could be settled: not available
     expiring_credit_micros: int = 0
+    period_id: int | None = None  # the current period's row, None without one
 
     @property
     def available_micros(self) -> int:
