@@ -35,7 +35,8 @@ TOTALS_COLUMNS = (
     "cached_input_tokens", "output_tokens", "input_audio_tokens", "audio_seconds",
 )  # fmt: skip
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_PART_FORMULA = re.compile(r"(?<=[;\t])(?=[=+\-@\t\r])")  # where a part after `;` or a tab would start one
+# where a part after `;` or a tab would start a formula
+_PART_FORMULA = re.compile(rf"(?<=[;\t])(?=[{re.escape(''.join(_FORMULA_START))}])")
 
 
 def columns(group_by: GroupBy | None) -> tuple[str, ...]:
